@@ -1,0 +1,86 @@
+"""Token log-probs from hidden states and the output projection, a chunk of rows at a time.
+
+Forward keeps only the inputs and one log-sum-exp per row; backward recomputes each chunk's
+logits. Neither pass holds more than one (chunk × vocab) float32 block of logits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+class ChunkedTokenLogps(torch.autograd.Function):
+    """log softmax(h_n · Wᵀ)[y_n] for N rows h_n (N, H), weight W (V, H), targets y_n (N,)."""
+
+    @staticmethod
+    def forward(ctx: Any, rows: Tensor, weight: Tensor, targets: Tensor, chunk_size: int) -> Tensor:
+        token_logps = rows.new_empty(rows.shape[0], dtype=_compute_dtype(rows))  # (N,)
+        log_normalisers = torch.empty_like(token_logps)  # (N,) log Σ_v exp(logit_v)
+        buffer = _logits_buffer(rows, weight, chunk_size)
+        for start in range(0, rows.shape[0], chunk_size):
+            rows_chunk = rows[start : start + chunk_size]  # (n, H)
+            targets_chunk = targets[start : start + chunk_size]  # (n,)
+            logits = _chunk_logits(rows_chunk, weight, buffer)  # (n, V)
+            target_logits = logits.gather(1, targets_chunk[:, None]).squeeze(1)  # (n,)
+            # log-sum-exp in place: the buffer ends up holding exp(logits − max), reused next chunk
+            row_max = logits.amax(dim=1, keepdim=True)  # (n, 1)
+            sum_exp = logits.sub_(row_max).exp_().sum(dim=1)  # (n,)
+            log_normaliser = row_max.squeeze(1) + sum_exp.log()  # (n,)
+            log_normalisers[start : start + chunk_size] = log_normaliser
+            token_logps[start : start + chunk_size] = target_logits - log_normaliser
+        ctx.save_for_backward(rows, weight, targets, log_normalisers)
+        ctx.chunk_size = chunk_size
+        return token_logps
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_token_logps: Tensor) -> tuple[Tensor | None, ...]:
+        # d log p_n[y_n] / d logits_n = onehot(y_n) − softmax(logits_n)
+        rows, weight, targets, log_normalisers = ctx.saved_tensors
+        chunk_size = ctx.chunk_size
+        need_rows, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_rows = torch.empty_like(rows) if need_rows else None  # (N, H)
+        compute_dtype = _compute_dtype(rows)
+        grad_weight = torch.zeros_like(weight, dtype=compute_dtype) if need_weight else None
+        buffer = _logits_buffer(rows, weight, chunk_size)
+        grad_token_logps = grad_token_logps.to(compute_dtype)
+        for start in range(0, rows.shape[0], chunk_size):
+            stop = start + chunk_size
+            rows_chunk = rows[start:stop]  # (n, H)
+            grad_chunk = grad_token_logps[start:stop]  # (n,)
+            logits = _chunk_logits(rows_chunk, weight, buffer)  # (n, V)
+            # g·(onehot − softmax), built in place over the logits buffer
+            grad_logits = logits.sub_(log_normalisers[start:stop, None]).exp_()
+            grad_logits.mul_(-grad_chunk[:, None])
+            grad_logits.scatter_add_(1, targets[start:stop, None], grad_chunk[:, None])
+            if grad_rows is not None:
+                grad_rows[start:stop] = grad_logits.to(weight.dtype) @ weight  # (n, H)
+            if grad_weight is not None:
+                grad_weight.addmm_(grad_logits.t(), rows_chunk.to(compute_dtype))  # (V, H)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_rows, grad_weight, None, None
+
+
+def _compute_dtype(rows: Tensor) -> torch.dtype:
+    """float32 for half-precision inputs (softmax needs the range), float64 stays float64."""
+    return torch.promote_types(rows.dtype, torch.float32)
+
+
+def _logits_buffer(rows: Tensor, weight: Tensor, chunk_size: int) -> Tensor:
+    """One reusable (chunk × V) block: allocating it once per pass avoids fresh pages per chunk."""
+    rows_per_chunk = min(chunk_size, rows.shape[0])
+    shape = (rows_per_chunk, weight.shape[0])
+    return torch.empty(shape, dtype=_compute_dtype(rows), device=rows.device)
+
+
+def _chunk_logits(rows_chunk: Tensor, weight: Tensor, buffer: Tensor) -> Tensor:
+    """rows_chunk · Wᵀ in the compute dtype, in the first rows of `buffer`, shape (n, V)."""
+    out = buffer[: rows_chunk.shape[0]]
+    if rows_chunk.dtype == out.dtype and weight.dtype == out.dtype:
+        return torch.mm(rows_chunk, weight.t(), out=out)
+    # half-precision inputs: matmul in their dtype (as the model would), softmax in float32
+    return out.copy_(rows_chunk @ weight.t())

@@ -1,0 +1,159 @@
+"""Sequence log-probs: the plain path by hand, and the chunked path against it."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from prefalign.losses import IGNORE_INDEX, PairLogps, sequence_logps, sequence_logps_from_hidden
+from prefalign.losses._chunked import ChunkedTokenLogps
+
+LN3 = math.log(3)
+
+
+def test_plain_path_hand_computed():
+    """V = 2. Logits per position: t0 = [0, ln 3], t1 = [ln 3, 0], t2 = [5, 5] (never used).
+    softmax(t0) = [1/4, 3/4], softmax(t1) = [3/4, 1/4].
+    Causal shift: position t scores labels[t + 1].
+    Row 0, labels [-100, 1, 0]: t0 → token 1: ln(3/4); t1 → token 0: ln(3/4)
+      sum = 2·ln 0.75 = −0.5753641, count 2, mean = ln 0.75 = −0.2876821
+    Row 1, labels [-100, -100, 1] (prompt masked): t1 → token 1: ln(1/4) = −1.3862944, count 1
+    Row 2, labels all -100: sum 0, count 0, mean 0 (no NaN)
+    """
+    position_logits = torch.tensor([[0.0, LN3], [LN3, 0.0], [5.0, 5.0]])  # (T, V)
+    logits = position_logits.expand(3, 3, 2)  # (B, T, V)
+    labels = torch.tensor(
+        [[IGNORE_INDEX, 1, 0], [IGNORE_INDEX, IGNORE_INDEX, 1], [IGNORE_INDEX] * 3]
+    )
+    out = sequence_logps(logits, labels)
+    torch.testing.assert_close(out.sum, torch.tensor([2 * math.log(0.75), math.log(0.25), 0.0]))
+    torch.testing.assert_close(out.mean, torch.tensor([math.log(0.75), math.log(0.25), 0.0]))
+    assert out.count.tolist() == [2, 1, 0]
+    pair = PairLogps.from_sequences(out, out)
+    assert pair.chosen is out.sum and pair.chosen_count is out.count
+
+
+def test_plain_path_upcasts_half_precision_logits():
+    logits = torch.randn(2, 6, 11)
+    labels = torch.randint(0, 11, (2, 6))
+    out = sequence_logps(logits.bfloat16(), labels)
+    assert out.sum.dtype == torch.float32
+    torch.testing.assert_close(out.sum, sequence_logps(logits.bfloat16().float(), labels).sum)
+
+
+def _random_case(batch, length, hidden_size, vocab, seed, *, dtype=torch.float32, all_scored=False):
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(batch, length, hidden_size, generator=generator, dtype=dtype)
+    weight = torch.randn(vocab, hidden_size, generator=generator, dtype=dtype) / hidden_size**0.5
+    labels = torch.randint(0, vocab, (batch, length), generator=generator)
+    if not all_scored:
+        prompt = torch.randint(0, length, (batch,), generator=generator)  # prompt lengths
+        padding = torch.randint(0, max(1, length // 4), (batch,), generator=generator)
+        positions = torch.arange(length)
+        masked = (positions < prompt[:, None]) | (positions >= length - padding[:, None])
+        labels = labels.masked_fill(masked, IGNORE_INDEX)
+    return hidden.requires_grad_(True), weight.requires_grad_(True), labels
+
+
+def _values_and_grads(hidden, weight, labels, path, chunk_size):
+    hidden.grad = weight.grad = None
+    if path == "plain":
+        out = sequence_logps(hidden @ weight.t(), labels)
+    else:
+        out = sequence_logps_from_hidden(hidden, weight, labels, chunk_size=chunk_size)
+    # distinct upstream weights per sequence, through both sum and mean
+    upstream = torch.linspace(-1.0, 2.0, labels.shape[0], dtype=out.sum.dtype)
+    ((out.sum * upstream).sum() + (out.mean * upstream.flip(0)).sum()).backward()
+    return out, hidden.grad, weight.grad
+
+
+@pytest.mark.parametrize(
+    ("shape", "chunk_size", "all_scored"),
+    [
+        ((3, 47, 16, 123), 32, False),
+        ((3, 47, 16, 123), 1, False),
+        ((3, 47, 16, 123), 10_000, True),
+        ((1, 2, 4, 5), 3, True),
+        ((5, 33, 24, 257), 17, False),
+        ((2, 64, 8, 1000), 50, True),
+    ],
+)
+def test_chunked_matches_plain(shape, chunk_size, all_scored):
+    hidden, weight, labels = _random_case(*shape, seed=sum(shape), all_scored=all_scored)
+    plain, plain_dh, plain_dw = _values_and_grads(hidden, weight, labels, "plain", chunk_size)
+    chunked, chunked_dh, chunked_dw = _values_and_grads(
+        hidden, weight, labels, "chunked", chunk_size
+    )
+    assert chunked.count.tolist() == plain.count.tolist()
+    for got, want in [
+        (chunked.sum, plain.sum),
+        (chunked.mean, plain.mean),
+        (chunked_dh, plain_dh),
+        (chunked_dw, plain_dw),
+    ]:
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_matches_plain_at_realistic_size():
+    """B = 8, T = 512, V = 49,152 (SmolLM2's vocabulary); hidden 32 keeps the test quick."""
+    hidden, weight, labels = _random_case(8, 512, 32, 49_152, seed=7)
+    plain, plain_dh, plain_dw = _values_and_grads(hidden, weight, labels, "plain", 1024)
+    chunked, chunked_dh, chunked_dw = _values_and_grads(hidden, weight, labels, "chunked", 1024)
+    torch.testing.assert_close(chunked.sum, plain.sum, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(chunked.mean, plain.mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(chunked_dh, plain_dh, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(chunked_dw, plain_dw, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_gradcheck_float64():
+    hidden, weight, labels = _random_case(2, 9, 5, 13, seed=3, dtype=torch.float64)
+
+    def sums_and_means(h, w):
+        out = sequence_logps_from_hidden(h, w, labels, chunk_size=4)
+        return out.sum, out.mean
+
+    assert torch.autograd.gradcheck(sums_and_means, (hidden, weight))
+    rows = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    targets = torch.randint(0, 6, (7,))
+    assert torch.autograd.gradcheck(
+        lambda r, w: ChunkedTokenLogps.apply(r, w, targets, 2),
+        (rows, weight[:6, :3].detach().clone().requires_grad_()),
+    )
+
+
+def test_chunked_with_frozen_weight_and_no_response_tokens():
+    hidden, weight, labels = _random_case(2, 10, 4, 9, seed=4)
+    weight.requires_grad_(False)
+    labels[1] = IGNORE_INDEX
+    out = sequence_logps_from_hidden(hidden, weight, labels, chunk_size=3)
+    assert out.count[1] == 0 and out.sum[1] == 0 and out.mean[1] == 0
+    out.sum.sum().backward()
+    assert hidden.grad is not None and weight.grad is None
+    assert hidden.grad[1].abs().sum() == 0  # nothing scored, nothing learned
+
+
+def test_chunked_half_precision_runs_softmax_in_float32():
+    hidden, weight, labels = _random_case(2, 12, 8, 31, seed=5)
+    out = sequence_logps_from_hidden(
+        hidden.detach().bfloat16(), weight.detach().bfloat16(), labels, chunk_size=5
+    )
+    plain = sequence_logps(hidden.detach().bfloat16() @ weight.detach().bfloat16().t(), labels)
+    assert out.sum.dtype == torch.float32
+    # both paths round the bf16 matmul the same way up to accumulation order
+    torch.testing.assert_close(out.sum, plain.sum, rtol=1e-3, atol=1e-3)
+
+
+def test_shape_errors_name_the_argument():
+    hidden, weight, labels = _random_case(2, 6, 4, 7, seed=6)
+    with pytest.raises(
+        ValueError, match=r"labels must have shape \(B, T\) = \(2, 6\) to match hidden"
+    ):
+        sequence_logps_from_hidden(hidden, weight, labels[:, :5])
+    with pytest.raises(ValueError, match=r"weight must have shape \(V, 4\)"):
+        sequence_logps_from_hidden(hidden, weight.t(), labels)
+    with pytest.raises(ValueError, match="chunk_size must be an integer >= 1"):
+        sequence_logps_from_hidden(hidden, weight, labels, chunk_size=0)
+    with pytest.raises(ValueError, match="to match logits"):
+        sequence_logps(torch.zeros(2, 5, 7), labels)
