@@ -1,0 +1,32 @@
+"""A sha256 fingerprint of normalised preference pairs plus the options that shaped them.
+
+Later stages (reference log-prob caches, run manifests) key on it. It depends on the pairs'
+content and order (training order matters), never on file names or formats: the same pairs read
+from JSONL or from a JSON array give the same fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+
+from prefalign.data.types import PreferencePair
+
+FINGERPRINT_VERSION = "prefalign-pairs-v1"
+
+
+def _canonical(obj: object) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def fingerprint_pairs(
+    pairs: Iterable[PreferencePair], options: Mapping[str, object] | None = None
+) -> str:
+    """Hex sha256 over (version, options, every pair's prompt messages, chosen, rejected) in order."""
+    digest = hashlib.sha256()
+    digest.update(_canonical({"version": FINGERPRINT_VERSION, "options": dict(options or {})}))
+    for pair in pairs:
+        prompt = [[m.role, m.content] for m in pair.prompt]
+        digest.update(b"\n" + _canonical([prompt, pair.chosen, pair.rejected]))
+    return digest.hexdigest()
