@@ -1,0 +1,40 @@
+"""The `prefalign` command: a thin layer over the public API; every subcommand has --help."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from prefalign import __version__
+from prefalign.cli import data as data_commands
+from prefalign.data.types import DataError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="prefalign",
+        description="Align language models with human preferences (DPO and its relatives).",
+    )
+    parser.add_argument("--version", action="version", version=f"prefalign {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    data_commands.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except DataError as error:
+        print(f"prefalign: {error}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, ValueError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"prefalign: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
