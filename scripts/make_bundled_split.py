@@ -4,6 +4,8 @@ The split is by a hash of the first human turn (whitespace-normalised, lower-cas
 conversation that opens with the same request lands on the same side: no prompt leaks from
 train into held-out. Bucket = first 8 hex digits of sha256 mod 100; buckets 0-9 are held out.
 Raw lines are copied byte for byte; only the file is split and gzipped (mtime 0, reproducible).
+Rows that fail prefalign's own validation (4 pairs whose chosen reply is empty) are left out and
+listed, so the bundled sets load without `--on-error skip`; the source file is untouched.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import hashlib
 import json
 import sys
 from pathlib import Path
+
+from prefalign.data.load import LoadOptions, load_pairs
 
 SOURCE = Path("../shared/data/external/hh-rlhf-harmless-base/test.jsonl")
 OUT = Path("src/prefalign/resources/data")
@@ -36,13 +40,23 @@ def write_gz(path: Path, lines: list[str]) -> None:
     tmp.replace(path)
 
 
+def invalid_lines() -> set[int]:
+    """1-based line numbers of the source that prefalign's validation rejects."""
+    result = load_pairs(SOURCE, LoadOptions(on_error="skip", dedupe=False))
+    for defect in result.defects:
+        print(f"left out: {defect}")
+    return {defect.line for defect in result.defects}
+
+
 def main() -> int:
-    lines = SOURCE.read_text(encoding="utf-8").splitlines(keepends=True)
+    bad = invalid_lines()
+    every = SOURCE.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines = [ln for number, ln in enumerate(every, start=1) if number not in bad]
     held = [ln for ln in lines if bucket(ln) < HELD_OUT_BUCKETS]
     train = [ln for ln in lines if bucket(ln) >= HELD_OUT_BUCKETS]
     write_gz(OUT / "hh_rlhf_harmless_train.jsonl.gz", train)
     write_gz(OUT / "hh_rlhf_harmless_heldout.jsonl.gz", held)
-    print(f"train {len(train)}  held-out {len(held)}  of {len(lines)}")
+    print(f"train {len(train)}  held-out {len(held)}  of {len(every)} ({len(bad)} invalid left out)")
     return 0
 
 
