@@ -2,7 +2,7 @@
 
 The split is by a hash of the first human turn (whitespace-normalised, lower-cased), so every
 conversation that opens with the same request lands on the same side: no prompt leaks from
-train into held-out. Bucket = first 8 hex digits of sha256 mod 100; buckets 0-9 are held out.
+train into held-out. Bucket = first 8 hex digits of sha256 mod 100; buckets 0-14 are held out.
 Raw lines are copied byte for byte; only the file is split and gzipped (mtime 0, reproducible).
 Rows that fail prefalign's own validation (4 pairs whose chosen reply is empty) are left out and
 listed, so the bundled sets load without `--on-error skip`; the source file is untouched.
@@ -20,7 +20,7 @@ from prefalign.data.load import LoadOptions, load_pairs
 
 SOURCE = Path("../shared/data/external/hh-rlhf-harmless-base/test.jsonl")
 OUT = Path("src/prefalign/resources/data")
-HELD_OUT_BUCKETS = 10  # of 100
+HELD_OUT_BUCKETS = 15  # of 100
 
 
 def first_human_turn(chosen: str) -> str:
