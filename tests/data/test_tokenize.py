@@ -284,7 +284,7 @@ def _hh_pairs(name: str) -> list[PreferencePair]:
 def test_smollm2_on_bundled_hh_rlhf(smollm2_tokenizer):
     """Every hh-rlhf train pair tokenises with the real template; lengths match the policy."""
     pairs = _hh_pairs("hh-harmless-train")
-    assert len(pairs) > 2000
+    assert len(pairs) > 1900
     started = time.perf_counter()
     lengths = token_lengths(pairs, smollm2_tokenizer)
     elapsed = time.perf_counter() - started

@@ -224,8 +224,9 @@ def _encode_pairs(
 
 
 def _warn(warnings: list[str], message: str) -> None:
+    # One line per pair only at debug level: tokenize_pairs logs a single summary.
     warnings.append(message)
-    logger.warning(message)
+    logger.debug(message)
 
 
 def _cut_response(
@@ -282,6 +283,9 @@ def tokenize_pairs(
     warnings: list[str] = []
     eot_id = end_of_turn_token_id(tokenizer)
     encoded = _encode_pairs(pairs, tokenizer, eot_id, options.char_budget, warnings)
+    if warnings:
+        logger.info("%d over-long text field(s) capped before tokenising (first: %s)",
+                    len(warnings), warnings[0])
     kept: list[TokenizedPair] = []
     dropped: list[str] = []
     for item in encoded:
