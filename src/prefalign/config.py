@@ -1,0 +1,374 @@
+"""Typed, frozen run configuration: YAML keys map 1:1 to fields; unknown keys are errors.
+
+Every field has its default here and only here. `load_config(path, overrides)` reads YAML,
+applies `section.key=value` overrides, and validates everything before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Dtype = Literal["float32", "bfloat16"]
+Strategy = Literal["frozen_copy", "adapter_off", "precomputed", "none"]
+Schedule = Literal["linear", "cosine", "constant"]
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats such as `1e-5` (PyYAML alone returns a string)."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key and what to change."""
+
+
+@dataclass(frozen=True)
+class RunSection:
+    """name: the run directory is `output_dir/name`. seed: seeds data order, init and dropout."""
+
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """source: a local HF directory (safetensors), a .gguf file, or an alias such as
+    `smollm2-135m-instruct`. adapter: an existing LoRA adapter directory to start from (the
+    reference is then the base model with that adapter, see README). trust_remote_code: off unless
+    you ask. gradient_checkpointing: trade compute for activation memory."""
+
+    source: str = "smollm2-135m-instruct"
+    dtype: Dtype = "float32"
+    adapter: str | None = None
+    trust_remote_code: bool = False
+    gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class LoraSection:
+    """LoRA through peft; `enabled: false` means full fine-tuning. merge_on_save: write merged
+    weights to `final/` instead of the adapter."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    merge_on_save: bool = False
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """train / eval: paths or `bundled:NAME`. limit_*: keep the first N pairs after shuffling
+    (train) or in file order (eval). length_balance: keep as many pairs whose chosen reply is the
+    shorter as pairs where it is the longer (counters a length bias the audit flags)."""
+
+    train: tuple[str, ...] = ("bundled:hh-harmless-train",)
+    eval: tuple[str, ...] = ("bundled:hh-harmless-heldout",)
+    format: str = "auto"
+    on_error: Literal["raise", "skip"] = "raise"
+    preference_axis: Literal["better", "safer"] = "better"
+    max_length: int = 512
+    max_prompt_length: int | None = None
+    on_overflow: Literal["truncate", "drop", "raise"] = "truncate"
+    limit_train: int | None = None
+    limit_eval: int | None = None
+    length_balance: bool = False
+
+
+@dataclass(frozen=True)
+class LossSection:
+    """name: a key of `prefalign.losses.LOSSES`; params: its hyper-parameters (beta, ...); those
+    left out take the loss's own defaults (DPO beta 0.1, SimPO beta 2.0 and gamma 1.0, ...)."""
+
+    name: str = "dpo"
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from prefalign.losses import LOSSES
+
+        spec = LOSSES.get(self.name)
+        if spec is not None:  # an unknown name is reported by check_config, with a suggestion
+            # Record every hyper-parameter, so the printed config and the manifest show the
+            # values in effect, not only the ones the user wrote.
+            object.__setattr__(self, "params", {**spec.defaults, **self.params})
+
+
+@dataclass(frozen=True)
+class ReferenceSection:
+    """strategy: frozen_copy | adapter_off (LoRA only) | precomputed | none (reference-free
+    losses). cache: file of precomputed reference log-probs; default under $PREFALIGN_CACHE."""
+
+    strategy: Strategy = "frozen_copy"
+    cache: str | None = None
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    """AdamW, `warmup_steps` of linear warm-up, then `schedule` decay to 0 at the last step."""
+
+    lr: float = 5e-6
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = 0
+    schedule: Schedule = "linear"
+    max_grad_norm: float | None = 1.0
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """batch_size: pairs per micro-batch per process; grad_accum: micro-batches per optimiser
+    step. max_steps: optimiser steps (default: `epochs` passes over the data). eval_every /
+    save_every / log_every: in optimiser steps (0 = never, except eval and save at the end).
+    early_stopping_patience: stop after this many evaluations without improving
+    `early_stopping_metric` (0 = off). on_nan: stop naming the step and sample ids, or skip."""
+
+    batch_size: int = 4
+    grad_accum: int = 1
+    epochs: int = 1
+    max_steps: int | None = None
+    eval_every: int = 0
+    eval_batch_size: int = 8
+    save_every: int = 0
+    keep_last: int = 2
+    log_every: int = 1
+    early_stopping_metric: str = "eval/loss"
+    early_stopping_patience: int = 0
+    on_nan: Literal["stop", "skip"] = "stop"
+    logps_chunk_size: int = 1024
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run. Sections: run, model, lora, data, loss, reference, optim, train."""
+
+    run: RunSection = field(default_factory=RunSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    data: DataSection = field(default_factory=DataSection)
+    loss: LossSection = field(default_factory=LossSection)
+    reference: ReferenceSection = field(default_factory=ReferenceSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    train: TrainSection = field(default_factory=TrainSection)
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists), as recorded in the manifest."""
+        return _plain(dataclasses.asdict(self))
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
+    """Read YAML (or start from defaults when `path` is None), apply `section.key=value` overrides
+    (values parsed as YAML: `lr=1e-5`, `target_modules=[q_proj,v_proj]`), and validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read the config file: {error}") from None
+        loaded = _parse_yaml(text, str(path))
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of sections")
+        raw = loaded or {}
+    for item in overrides:
+        _apply_override(raw, item)
+    where = str(path) if path is not None else "config"
+    return config_from_dict(raw, where)
+
+
+def config_from_dict(raw: Mapping[str, Any], where: str = "config") -> Config:
+    """Build a Config from nested dicts; unknown keys raise ConfigError with the closest name."""
+    try:
+        return _build(Config, raw, "")
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from error
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_YamlLoader)  # a SafeLoader: builds no Python objects
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where}: not valid YAML: {error}") from None
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    """`section.key=value`, or deeper into a mapping field: `loss.params.beta=0.5`."""
+    key, sep, value = item.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ConfigError(f"override {item!r}: write it as section.key=value, e.g. optim.lr=1e-5")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {'.'.join(parts[:depth + 1])} is not a mapping")
+    node[parts[-1]] = _parse_yaml(value, f"override {item!r}") if value.strip() else None
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:  # a section whose keys are all commented out
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where or 'top level'}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            name = f"{where}.{key}" if where else str(key)
+            raise ConfigError(f"{name}: unknown key{_suggest(str(key), list(fields))}")
+        kwargs[key] = _coerce(hints[key], value, f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{hint} (valid keys: {', '.join(valid)})"
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    """Check `value` against the annotation `hint`; convert lists to tuples."""
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(option, value, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0])
+    if origin is Literal:
+        if value not in typing.get_args(hint):
+            allowed = ", ".join(repr(a) for a in typing.get_args(hint))
+            raise ConfigError(f"{where}: must be one of {allowed}, got {value!r}")
+        return value
+    if origin is tuple:
+        return _coerce_tuple(hint, value, where)
+    if origin in (Mapping, dict) or hint in (Mapping, dict):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    return _coerce_scalar(hint, value, where)
+
+
+def _coerce_tuple(hint: Any, value: Any, where: str) -> tuple:
+    if isinstance(value, str):
+        value = [value]  # a single path or module name is a one-element list
+    if not isinstance(value, list | tuple):
+        raise ConfigError(f"{where}: expected a list, got {value!r}")
+    args = typing.get_args(hint)
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if len(args) != len(value):
+        raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+    return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+
+
+def _coerce_scalar(hint: Any, value: Any, where: str) -> Any:
+    if hint is Any:
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # PyYAML reads "1e-5" (no dot) as a string
+        except ValueError:
+            pass
+    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+
+
+def _positive(where: str, value: int | float | None, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if not (value > 0 or (allow_zero and value == 0)):  # written so that NaN fails too
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{where}: must be {bound}, got {value!r}")
+
+
+def check_config(config: Config) -> None:
+    """Cross-field checks that need no model; raises ConfigError naming the key."""
+    from prefalign.losses import LOSSES, make_loss  # validated here so a bad beta fails early
+
+    t, o = config.train, config.optim
+    for name in ("batch_size", "grad_accum", "epochs", "eval_batch_size", "keep_last",
+                 "logps_chunk_size"):
+        _positive(f"train.{name}", getattr(t, name))
+    for name in ("eval_every", "save_every", "log_every", "early_stopping_patience"):
+        _positive(f"train.{name}", getattr(t, name), allow_zero=True)
+    _positive("train.max_steps", t.max_steps)
+    _positive("train.threads", t.threads)
+    _positive("optim.lr", o.lr)
+    _positive("optim.warmup_steps", o.warmup_steps, allow_zero=True)
+    _positive("optim.max_grad_norm", o.max_grad_norm)
+    _positive("lora.r", config.lora.r)
+    _positive("data.limit_train", config.data.limit_train)
+    _positive("data.limit_eval", config.data.limit_eval)
+    if config.loss.name not in LOSSES:
+        raise ConfigError(f"loss.name: unknown loss {config.loss.name!r}"
+                          f"{_suggest(config.loss.name, sorted(LOSSES))}")
+    if not LOSSES[config.loss.name].paired:
+        raise ConfigError(f"loss.name: {config.loss.name!r} takes unpaired examples; "
+                          "the trainer takes preference pairs (see docs/losses.md)")
+    try:
+        make_loss(config.loss.name, **config.loss.params)
+    except ValueError as error:
+        raise ConfigError(f"loss.params: {error}") from error
+    _check_reference(config)
+
+
+def _check_reference(config: Config) -> None:
+    strategy = config.reference.strategy
+    needs = _needs_reference(config.loss.name)
+    if strategy == "none" and needs:
+        raise ConfigError(f"reference.strategy: {config.loss.name!r} needs a reference; choose "
+                          "frozen_copy, adapter_off (with LoRA) or precomputed")
+    if strategy == "adapter_off" and not config.lora.enabled:
+        raise ConfigError("reference.strategy: adapter_off needs lora.enabled: true "
+                          "(or choose frozen_copy / precomputed)")
+
+
+def _needs_reference(loss_name: str) -> bool:
+    from prefalign.losses import LOSSES
+
+    return LOSSES[loss_name].needs_reference
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
