@@ -1,0 +1,66 @@
+"""A safetensors copy of a GGUF model's dequantized weights, so only the first load converts.
+
+transformers parses and dequantizes a GGUF file on every `from_pretrained` (16-27 s for
+SmolLM2-135M on 2 cores). The first load saves the float32 weights and config under
+`$PREFALIGN_CACHE/models/<key>/` (key: the GGUF file's path, size, mtime and the transformers
+version, as for the tokenizer cache); later loads read that directory (about a second).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, PreTrainedModel
+
+from prefalign.data.tokenizer import cache_root, gguf_cache_key
+from prefalign.sources import ModelSource
+
+logger = logging.getLogger(__name__)
+_COMPLETE = "COMPLETE"
+
+
+def cached_gguf_dir(source: ModelSource) -> Path:
+    """Where the dequantized copy of `source`'s GGUF file lives (it may not exist yet)."""
+    assert source.gguf_path is not None
+    return cache_root() / "models" / gguf_cache_key(source.gguf_path)
+
+
+def load_gguf_model(source: ModelSource, dtype: torch.dtype, **kwargs: Any) -> PreTrainedModel:
+    """The dequantized model of a GGUF source in `dtype`, from the cache when it is there."""
+    cached = cached_gguf_dir(source)
+    if (cached / _COMPLETE).is_file():
+        try:
+            return AutoModelForCausalLM.from_pretrained(
+                str(cached), dtype=dtype, use_safetensors=True, local_files_only=True, **kwargs
+            )
+        except Exception as error:  # a damaged cache entry is rebuilt, not fatal
+            logger.warning("ignoring unreadable model cache %s: %s", cached, error)
+            shutil.rmtree(cached, ignore_errors=True)
+    from transformers import GgufConfig
+
+    # Without dequantize the model stays flagged as quantized and peft refuses to train it.
+    model = AutoModelForCausalLM.from_pretrained(
+        str(source.path), dtype=torch.float32, quantization_config=GgufConfig(dequantize=True),
+        **source.pretrained_kwargs(), **kwargs,
+    )
+    _save_atomically(model, cached)
+    return model.to(dtype)
+
+
+def _save_atomically(model: PreTrainedModel, target: Path) -> None:
+    """save_pretrained into a temp dir beside `target`, then rename; failures only warn."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        (staging / _COMPLETE).write_text("ok\n", encoding="utf-8")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.replace(target)
+    except OSError as error:  # a read-only or full cache must not stop training
+        logger.warning("could not cache the dequantized model in %s: %s", target, error)
+        shutil.rmtree(staging, ignore_errors=True)

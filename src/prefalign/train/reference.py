@@ -1,0 +1,255 @@
+"""Reference log-probs for a batch: frozen copy, adapter switched off, precomputed, or none.
+
+Every reference forward runs under no_grad with the model in eval mode (no dropout) and
+returns detached tensors. What the reference is when training starts from an existing adapter
+(`model.adapter`): frozen_copy and precomputed use the base model with that adapter merged, as it
+was at the start; adapter_off uses the base model WITHOUT it (a warning says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from prefalign.config import Config
+from prefalign.data.collate import collate_pairs
+from prefalign.losses import PairLogps
+from prefalign.train.model import load_reference_model
+from prefalign.train.refcache import CachePlan, plan_cache, read_cache, write_cache
+from prefalign.train.scorer import PairScorer
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from prefalign.train.data import TokenizedSplit
+    from prefalign.train.model import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+BATCH_TENSORS = ("chosen_input_ids", "chosen_attention_mask", "chosen_labels",
+                 "rejected_input_ids", "rejected_attention_mask", "rejected_labels")
+
+
+class Reference:
+    """`logps(batch, split)` -> the reference's PairLogps for a collated batch (None: no reference).
+
+    `batch` is a `collate_pairs` dict plus "index" (B,): the pairs' positions in `split`.
+    """
+
+    strategy = "none"
+
+    def logps(self, batch: Mapping[str, Tensor], split: str) -> PairLogps | None:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description for the run manifest."""
+        return {"strategy": self.strategy}
+
+
+class FrozenCopyReference(Reference):
+    """A second model, frozen, in eval mode; moved to the batch's device on first use."""
+
+    strategy = "frozen_copy"
+
+    def __init__(self, model: nn.Module, chunk_size: int, details: dict[str, Any]):
+        self.scorer = PairScorer(model, chunk_size).eval().requires_grad_(False)
+        self.details = details
+
+    def logps(self, batch: Mapping[str, Tensor], split: str) -> PairLogps:
+        device = batch["chosen_input_ids"].device
+        if _device_of(self.scorer) != device:
+            self.scorer.to(device)
+        return score(self.scorer, batch)
+
+    def describe(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, **self.details}
+
+
+class AdapterOffReference(Reference):
+    """The policy itself with its LoRA adapter disabled: no second copy of the weights."""
+
+    strategy = "adapter_off"
+
+    def __init__(self, policy: nn.Module, scorer: Callable[..., PairLogps], note: str | None):
+        self.policy = policy  # the PeftModel whose adapter is switched off
+        self.scorer = scorer  # the policy's scorer, possibly wrapped for distributed training
+        self.note = note
+
+    def logps(self, batch: Mapping[str, Tensor], split: str) -> PairLogps:
+        with self.policy.disable_adapter(), eval_mode(self.policy):
+            return score(self.scorer, batch)
+
+    def describe(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "note": self.note}
+
+
+class PrecomputedReference(Reference):
+    """Log-probs computed once before training, looked up by the batch's pair positions."""
+
+    strategy = "precomputed"
+
+    def __init__(self, tables: dict[str, PairLogps], plans: dict[str, CachePlan]):
+        self.tables = tables  # split name -> PairLogps of (N,) tensors on the CPU
+        self.plans = plans
+
+    def logps(self, batch: Mapping[str, Tensor], split: str) -> PairLogps:
+        table = self.tables[split]
+        index = batch["index"].to("cpu")  # (B,)
+        device = batch["chosen_input_ids"].device
+        return PairLogps(
+            chosen=table.chosen[index].to(device),
+            rejected=table.rejected[index].to(device),
+            chosen_count=table.chosen_count[index].to(device),
+            rejected_count=table.rejected_count[index].to(device),
+        )
+
+    def describe(self) -> dict[str, Any]:
+        splits = {
+            name: {"cache": str(plan.path), "key_sha256": plan.key_digest, "reused": plan.reusable}
+            for name, plan in self.plans.items()
+        }
+        return {"strategy": self.strategy, "splits": splits}
+
+
+def build_reference(
+    config: Config,
+    loaded: LoadedModel,
+    scorer: Callable[..., PairLogps],
+    splits: Mapping[str, TokenizedSplit],
+    accelerator: Accelerator | None = None,
+) -> Reference:
+    """The reference named by `config.reference.strategy`.
+
+    scorer: the policy's scorer (a PairScorer, possibly wrapped by accelerate); adapter_off runs
+    it with the adapter disabled. splits: {"train": ..., "eval": ...} for precomputed.
+    accelerator: in multi-process runs precomputed is computed by each node's main process.
+    """
+    strategy = config.reference.strategy
+    if strategy == "none":
+        return Reference()
+    if strategy == "frozen_copy":
+        model = load_reference_model(config.model, expected_hash=loaded.weight_hash)
+        details = {"weight_hash": loaded.weight_hash, "adapter_merged": loaded.adapter}
+        return FrozenCopyReference(model, config.train.logps_chunk_size, details)
+    if strategy == "adapter_off":
+        return _adapter_off(loaded, scorer)
+    if strategy == "precomputed":
+        return build_precomputed(config, loaded, splits, accelerator)
+    raise ValueError(f"reference.strategy: unknown strategy {strategy!r}")
+
+
+def _adapter_off(loaded: LoadedModel, scorer: Callable[..., PairLogps]) -> AdapterOffReference:
+    if not loaded.lora:
+        raise ValueError("reference.strategy: adapter_off needs lora.enabled: true")
+    note = None
+    if loaded.adapter is not None:
+        note = (f"the reference is the base model WITHOUT the starting adapter {loaded.adapter}; "
+                f"use frozen_copy or precomputed to compare against base + that adapter")
+        logger.warning("reference.strategy adapter_off: %s", note)
+    return AdapterOffReference(loaded.model, scorer, note)
+
+
+def build_precomputed(
+    config: Config,
+    loaded: LoadedModel,
+    splits: Mapping[str, TokenizedSplit],
+    accelerator: Accelerator | None = None,
+) -> PrecomputedReference:
+    """Reuse or compute (then cache) every split's reference log-probs; see refcache."""
+    plans = {name: plan_cache(config, loaded, split) for name, split in splits.items()}
+    missing = [name for name, plan in plans.items() if not plan.reusable]
+    computes = accelerator is None or accelerator.is_local_main_process
+    if missing and computes:
+        device = accelerator.device if accelerator is not None else _device_of(loaded.model)
+        model = load_reference_model(config.model, expected_hash=loaded.weight_hash).to(device)
+        frozen = PairScorer(model, config.train.logps_chunk_size)
+        for name in missing:
+            logps = score_split(frozen, splits[name], loaded.tokenizer.pad_token_id,
+                                config.train.eval_batch_size)
+            write_cache(plans[name].path, plans[name].key, logps)
+        del model, frozen  # the point of precomputing: no second model during training
+    if accelerator is not None:
+        accelerator.wait_for_everyone()  # the other processes read what their main wrote
+    tables = {name: read_cache(plan.path, plan.key, len(splits[name].tokenized))
+              for name, plan in plans.items()}
+    return PrecomputedReference(tables, plans)
+
+
+def score_split(
+    scorer: PairScorer, split: TokenizedSplit, pad_token_id: int, batch_size: int
+) -> PairLogps:
+    """Reference log-probs of every pair of `split`, in split order, as (N,) CPU tensors.
+
+    Pairs are scored in order of length so that batches carry little padding.
+    """
+    pairs = split.tokenized
+    order = sorted(range(len(pairs)), key=lambda i: _pair_length(pairs[i]))
+    device = _device_of(scorer)
+    parts: list[tuple[Tensor, PairLogps]] = []
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=f"reference log-probs ({split.name})", leave=False):
+        index = torch.tensor(order[start : start + batch_size], dtype=torch.long)  # (B,)
+        batch = collate_pairs([pairs[i] for i in index.tolist()], pad_token_id)
+        batch = {name: tensor.to(device) for name, tensor in batch.items()}
+        with eval_mode(scorer):
+            parts.append((index, _to_cpu(score(scorer, batch))))
+    return _scatter(parts, len(pairs))
+
+
+def score(scorer: Callable[..., PairLogps], batch: Mapping[str, Tensor]) -> PairLogps:
+    """One no_grad forward of the six batch tensors; results detached."""
+    with torch.no_grad():
+        logps = scorer(**{name: batch[name] for name in BATCH_TENSORS})
+    return PairLogps(
+        chosen=logps.chosen.detach(),
+        rejected=logps.rejected.detach(),
+        chosen_count=logps.chosen_count,
+        rejected_count=logps.rejected_count,
+    )
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode (no dropout) and restore each one's own mode after."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for submodule, training in modes:
+            submodule.training = training
+
+
+def _pair_length(pair: Any) -> int:
+    return len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
+
+
+def _to_cpu(logps: PairLogps) -> PairLogps:
+    return PairLogps(
+        chosen=logps.chosen.float().cpu(),
+        rejected=logps.rejected.float().cpu(),
+        chosen_count=logps.chosen_count.cpu(),
+        rejected_count=logps.rejected_count.cpu(),
+    )
+
+
+def _scatter(parts: list[tuple[Tensor, PairLogps]], size: int) -> PairLogps:
+    """Put batches scored in length order back into split order."""
+    chosen, rejected = torch.zeros(size), torch.zeros(size)  # (N,) each
+    chosen_count = torch.zeros(size, dtype=torch.long)  # (N,)
+    rejected_count = torch.zeros(size, dtype=torch.long)  # (N,)
+    for index, logps in parts:
+        chosen[index], rejected[index] = logps.chosen, logps.rejected
+        chosen_count[index], rejected_count[index] = logps.chosen_count, logps.rejected_count
+    return PairLogps(chosen, rejected, chosen_count, rejected_count)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")

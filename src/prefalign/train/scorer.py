@@ -1,0 +1,68 @@
+"""Sequence log-probs of chosen and rejected responses in one concatenated forward pass.
+
+`PairScorer` wraps a causal LM so that `accelerate.prepare` (DDP) wraps the whole scoring step:
+gradients then flow and synchronise through the wrapper's forward. It runs the decoder body once
+on the (2B, T) stack of chosen and rejected sequences and projects only response positions to
+the vocabulary, in chunks (`sequence_logps_from_hidden`): no (2B, T, V) float32 logits.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from prefalign.losses import PairLogps
+from prefalign.losses.logps import sequence_logps_from_hidden
+
+
+class PairScorer(nn.Module):
+    """forward(batch) -> PairLogps (sums and token counts) for a `collate_pairs` batch."""
+
+    def __init__(self, model: nn.Module, chunk_size: int = 1024):
+        super().__init__()
+        self.model = model
+        self.chunk_size = chunk_size
+
+    def forward(
+        self,
+        chosen_input_ids: Tensor,
+        chosen_attention_mask: Tensor,
+        chosen_labels: Tensor,
+        rejected_input_ids: Tensor,
+        rejected_attention_mask: Tensor,
+        rejected_labels: Tensor,
+    ) -> PairLogps:
+        batch = chosen_input_ids.shape[0]
+        input_ids = torch.cat([chosen_input_ids, rejected_input_ids])  # (2B, T)
+        attention_mask = torch.cat([chosen_attention_mask, rejected_attention_mask])  # (2B, T)
+        labels = torch.cat([chosen_labels, rejected_labels])  # (2B, T)
+        hidden = decoder_of(self.model)(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state  # (2B, T, H)
+        weight = output_weight(self.model)  # (V, H)
+        logps = sequence_logps_from_hidden(hidden, weight, labels, chunk_size=self.chunk_size)
+        return PairLogps(
+            chosen=logps.sum[:batch],
+            rejected=logps.sum[batch:],
+            chosen_count=logps.count[:batch],
+            rejected_count=logps.count[batch:],
+        )
+
+
+def causal_lm_of(model: nn.Module) -> nn.Module:
+    """The transformers causal LM inside a peft wrapper (adapter layers stay injected)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The decoder body (embeddings, layers, final norm) that yields `last_hidden_state`."""
+    return causal_lm_of(model).get_decoder()
+
+
+def output_weight(model: nn.Module) -> Tensor:
+    """The output projection's weight (V, H); a bias on the projection is not supported."""
+    head = causal_lm_of(model).get_output_embeddings()
+    if getattr(head, "bias", None) is not None:
+        raise ValueError("models whose output projection has a bias are not supported yet")
+    return head.weight

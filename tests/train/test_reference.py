@@ -1,0 +1,160 @@
+"""Reference strategies agree where they must: adapter_off, frozen_copy and precomputed at step 0."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from run_helpers import tiny_config
+from tiny_models import tiny_model_dir
+
+from prefalign.config import Config
+from prefalign.data.collate import collate_pairs
+from prefalign.losses import PairLogps
+from prefalign.train.data import TokenizedSplit, prepare_splits
+from prefalign.train.model import LoadedModel, load_model
+from prefalign.train.reference import Reference, build_reference, eval_mode
+from prefalign.train.scorer import PairScorer
+
+LORA = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.3}
+BATCHES = {"train": [[0, 1, 2, 3], [17, 5, 23, 8]], "eval": [[0, 1, 2], [11, 4]]}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread; several threads fight over the shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _setup(tmp_path: Path, tokenizer, **sections) -> tuple[Config, LoadedModel, dict]:
+    """A tiny model with attention dropout (so eval mode matters), its config, policy and splits."""
+    model_dir = tiny_model_dir(tmp_path, tokenizer, attention_dropout=0.2)
+    config = tiny_config(tmp_path, model_dir, **sections)
+    loaded = load_model(config.model, config.lora)
+    loaded.model.train()  # as during training: dropout active in the policy
+    return config, loaded, prepare_splits(config, loaded.tokenizer)
+
+
+def _with_strategy(config: Config, strategy: str) -> Config:
+    from dataclasses import replace
+
+    return replace(config, reference=replace(config.reference, strategy=strategy))
+
+
+def _batch(split: TokenizedSplit, indices: list[int], pad_token_id: int) -> dict:
+    batch = collate_pairs([split.tokenized[i] for i in indices], pad_token_id)
+    batch["index"] = torch.tensor(indices, dtype=torch.long)  # (B,)
+    return batch
+
+
+def _all_logps(reference: Reference, splits: dict, pad_token_id: int) -> list[PairLogps]:
+    return [reference.logps(_batch(splits[name], indices, pad_token_id), name)
+            for name, batches in BATCHES.items() for indices in batches]
+
+
+def _assert_close(left: list[PairLogps], right: list[PairLogps], rtol: float = 0.0) -> None:
+    for a, b in zip(left, right, strict=True):
+        torch.testing.assert_close(a.chosen, b.chosen, rtol=rtol, atol=1e-6)
+        torch.testing.assert_close(a.rejected, b.rejected, rtol=rtol, atol=1e-6)
+        assert torch.equal(a.chosen_count, b.chosen_count)
+        assert torch.equal(a.rejected_count, b.rejected_count)
+
+
+def test_adapter_off_equals_frozen_copy_at_step_0(tmp_path, tiny_tokenizer):
+    config, loaded, splits = _setup(tmp_path, tiny_tokenizer, lora=LORA)
+    scorer = PairScorer(loaded.model)
+    pad = loaded.tokenizer.pad_token_id
+    adapter_off = build_reference(_with_strategy(config, "adapter_off"), loaded, scorer, splits)
+    frozen = build_reference(_with_strategy(config, "frozen_copy"), loaded, scorer, splits)
+    off_logps = _all_logps(adapter_off, splits, pad)
+    _assert_close(off_logps, _all_logps(frozen, splits, pad))
+    _assert_close(off_logps, _all_logps(adapter_off, splits, pad))  # no dropout: repeatable
+    assert all(not lp.chosen.requires_grad and not lp.rejected.requires_grad for lp in off_logps)
+    assert all(module.training for module in loaded.model.modules())  # train mode restored
+    assert adapter_off.describe() == {"strategy": "adapter_off", "note": None}
+
+
+def test_frozen_copy_is_a_separate_frozen_model(tmp_path, tiny_tokenizer):
+    config, loaded, splits = _setup(tmp_path, tiny_tokenizer)
+    reference = build_reference(config, loaded, PairScorer(loaded.model), splits)
+    frozen = reference.scorer.model
+    assert not frozen.training and not any(p.requires_grad for p in frozen.parameters())
+    pad = loaded.tokenizer.pad_token_id
+    before = _all_logps(reference, splits, pad)
+    policy_scorer = PairScorer(loaded.model)
+    with eval_mode(policy_scorer), torch.no_grad():
+        policy = [policy_scorer(**{k: v for k, v in _batch(splits[n], i, pad).items()
+                                   if k != "index"})
+                  for n, batches in BATCHES.items() for i in batches]
+    _assert_close(before, policy)  # the reference is the policy as loaded
+    with torch.no_grad():
+        for parameter in loaded.model.parameters():
+            parameter.add_(0.01)
+    _assert_close(before, _all_logps(reference, splits, pad))  # training the policy leaves it be
+    assert reference.describe()["weight_hash"] == loaded.weight_hash
+
+
+def test_precomputed_equals_frozen_copy_on_the_fly(tmp_path, tiny_tokenizer):
+    config, loaded, splits = _setup(tmp_path, tiny_tokenizer, lora=LORA,
+                                    train={"eval_batch_size": 3})
+    scorer = PairScorer(loaded.model)
+    pad = loaded.tokenizer.pad_token_id
+    precomputed = build_reference(_with_strategy(config, "precomputed"), loaded, scorer, splits)
+    frozen = build_reference(_with_strategy(config, "frozen_copy"), loaded, scorer, splits)
+    _assert_close(_all_logps(precomputed, splits, pad), _all_logps(frozen, splits, pad))
+    every = list(range(len(splits["train"].tokenized)))
+    whole = precomputed.logps(_batch(splits["train"], every, pad), "train")
+    assert whole.chosen.shape == (24,) and bool((whole.chosen < 0).all())
+
+
+def test_strategy_none_gives_no_reference(tmp_path, tiny_tokenizer):
+    config, loaded, splits = _setup(
+        tmp_path, tiny_tokenizer, loss={"name": "simpo", "params": {}},
+        reference={"strategy": "none"},
+    )
+    reference = build_reference(config, loaded, PairScorer(loaded.model), splits)
+    batch = _batch(splits["train"], [0, 1], loaded.tokenizer.pad_token_id)
+    assert reference.logps(batch, "train") is None
+    assert reference.describe() == {"strategy": "none"}
+
+
+def _save_trained_adapter(tmp_path: Path, loaded: LoadedModel) -> Path:
+    """The policy's LoRA with non-zero B, as after some training, saved as an adapter."""
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for name, parameter in loaded.model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)
+    directory = tmp_path / "adapter"
+    loaded.model.save_pretrained(str(directory))
+    return directory
+
+
+def test_starting_adapter_semantics(tmp_path, tiny_tokenizer, caplog):
+    """frozen_copy = base + starting adapter (= the policy at step 0); adapter_off = base alone."""
+    config, first, splits = _setup(tmp_path, tiny_tokenizer, lora=LORA)
+    pad = first.tokenizer.pad_token_id
+    base = _all_logps(build_reference(config, first, PairScorer(first.model), splits), splits, pad)
+    adapter = _save_trained_adapter(tmp_path, first)
+    config = tiny_config(tmp_path, config.model.source, lora=LORA,
+                         model={"adapter": str(adapter)})
+    loaded = load_model(config.model, config.lora)
+    scorer = PairScorer(loaded.model)
+    frozen = build_reference(config, loaded, scorer, splits)
+    with eval_mode(scorer), torch.no_grad():
+        policy = [scorer(**{k: v for k, v in _batch(splits[n], i, pad).items() if k != "index"})
+                  for n, batches in BATCHES.items() for i in batches]
+    # merged W + s·BA against W x + s·B(A x): equal up to float32 rounding of sums near -200
+    _assert_close(_all_logps(frozen, splits, pad), policy, rtol=1e-6)
+    assert frozen.describe()["adapter_merged"] == str(adapter)
+    with caplog.at_level(logging.WARNING, logger="prefalign.train.reference"):
+        adapter_off = build_reference(_with_strategy(config, "adapter_off"), loaded, scorer, splits)
+    assert "WITHOUT the starting adapter" in caplog.text
+    assert "WITHOUT" in adapter_off.describe()["note"]
+    _assert_close(_all_logps(adapter_off, splits, pad), base)
+    assert not torch.allclose(policy[0].chosen, base[0].chosen)  # the adapter matters

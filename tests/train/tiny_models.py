@@ -1,0 +1,48 @@
+"""Builders of tiny but real Llama causal LMs (and saved model directories) for train tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+
+def tiny_llama(tokenizer: PreTrainedTokenizerBase, seed: int = 0, **overrides: Any) -> LlamaForCausalLM:
+    """A 2-layer, 32-wide Llama over the tokenizer's vocabulary, float32, in eval mode.
+
+    The same seed gives the same weights. `overrides` replace LlamaConfig fields
+    (e.g. `attention_dropout=0.1`, `tie_word_embeddings=False`).
+    """
+    settings: dict[str, Any] = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    settings.update(overrides)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**settings))
+    return model.eval()
+
+
+def tiny_model_dir(
+    tmp_path: Path, tokenizer: PreTrainedTokenizerBase, seed: int = 0, **overrides: Any
+) -> Path:
+    """Save `tiny_llama(tokenizer, seed, **overrides)` and the tokenizer under tmp_path/"tiny-model".
+
+    Weights are written as model.safetensors, as `load_model` requires.
+    """
+    directory = Path(tmp_path) / "tiny-model"
+    model = tiny_llama(tokenizer, seed=seed, **overrides)
+    model.save_pretrained(str(directory), safe_serialization=True)
+    tokenizer.save_pretrained(str(directory))
+    return directory
