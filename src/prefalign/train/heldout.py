@@ -1,0 +1,99 @@
+"""Scoring the held-out split during training: eval mode, no gradients, shared over processes.
+
+Each process scores a contiguous share of the split with the unwrapped policy (no collective
+inside the forward, so shares may differ in size), then the per-pair numbers are gathered and
+put back in split order before `evaluate.eval_metrics` summarises them.
+
+Reference-free losses (SimPO, ORPO) have no reference to measure log-prob changes against, so
+the policy's own log-probs at step 0 stand in: one extra pass over the held-out split at the
+start of the run (as cheap as one evaluation, no second model), kept in the run directory so a
+resumed run compares against the same starting point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors.torch import load_file, save
+
+from prefalign.atomic import atomic_open
+from prefalign.losses import PairLogps
+from prefalign.train.data import make_batch
+from prefalign.train.evaluate import eval_metrics
+from prefalign.train.reference import eval_mode
+from prefalign.train.step import (
+    Columns,
+    batch_columns,
+    concat_columns,
+    forward_pairs,
+    gather_columns,
+    records_of,
+)
+
+if TYPE_CHECKING:
+    from prefalign.train.run import Run
+
+INITIAL_LOGPS = "initial-eval-logps.safetensors"
+
+
+def score_heldout(run: Run, split_name: str = "eval") -> Columns:
+    """Per-pair columns of the whole split, in split order, identical on every process."""
+    split = run.splits[split_name]
+    rank, world = run.accelerator.process_index, run.accelerator.num_processes
+    share = torch.arange(len(split)).tensor_split(world)[rank]  # (N / world,)
+    # Shortest first, so that batches carry little padding.
+    lengths = torch.tensor([_length(split.tokenized[i]) for i in share.tolist()])
+    share = share[torch.argsort(lengths, stable=True)]
+    policy = run.accelerator.unwrap_model(run.scorer)
+    parts = []
+    with eval_mode(policy), torch.no_grad():
+        for indices in share.split(run.config.train.eval_batch_size):
+            batch = make_batch(split, indices, run.pad_token_id)
+            batch = {k: v.to(run.accelerator.device) for k, v in batch.items()}
+            output, logps, reference = forward_pairs(run, policy, batch, split_name)
+            parts.append(batch_columns(output, logps, reference, batch["index"]))
+    mine = concat_columns(parts) if parts else _empty(run, split_name)
+    columns = gather_columns(run.accelerator, mine)
+    order = torch.argsort(columns["index"])
+    return {name: value[order] for name, value in columns.items()}
+
+
+def evaluate(run: Run) -> dict[str, float]:
+    """The held-out metrics (unprefixed names) of the policy as it is now."""
+    columns = score_heldout(run)
+    if "reference_chosen" not in columns and run.initial_eval is not None:
+        columns["reference_chosen"] = run.initial_eval.chosen
+        columns["reference_rejected"] = run.initial_eval.rejected
+    return eval_metrics(records_of(columns))
+
+
+def initial_eval_logps(run: Run, run_dir: Path, resuming: bool) -> PairLogps:
+    """The step-0 policy's held-out log-probs: read back when resuming, else scored and saved."""
+    path = Path(run_dir) / INITIAL_LOGPS
+    if resuming and path.is_file():
+        tensors = load_file(str(path))
+        return PairLogps(tensors["chosen"], tensors["rejected"])
+    columns = score_heldout(run)
+    logps = PairLogps(columns["policy_chosen"].float(), columns["policy_rejected"].float())
+    if run.accelerator.is_main_process:
+        tensors = {"chosen": logps.chosen.contiguous(), "rejected": logps.rejected.contiguous()}
+        with atomic_open(path, "wb") as handle:
+            handle.write(save(tensors))
+    return logps
+
+
+def _length(pair) -> int:
+    return len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
+
+
+def _empty(run: Run, split_name: str) -> Columns:
+    """Zero-row columns for a process whose share is empty (more processes than pairs)."""
+    split = run.splits[split_name]
+    batch = make_batch(split, [0], run.pad_token_id)
+    batch = {k: v.to(run.accelerator.device) for k, v in batch.items()}
+    policy = run.accelerator.unwrap_model(run.scorer)
+    with eval_mode(policy), torch.no_grad():
+        output, logps, reference = forward_pairs(run, policy, batch, split_name)
+    return {k: v[:0] for k, v in batch_columns(output, logps, reference, batch["index"]).items()}

@@ -1,0 +1,51 @@
+"""AdamW over the trainable parameters and a warm-up-then-decay learning-rate schedule."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import nn
+
+from prefalign.config import OptimSection, Schedule
+
+
+def build_optimizer(model: nn.Module, optim: OptimSection) -> torch.optim.AdamW:
+    """AdamW over parameters that require grad; no weight decay on 1-D ones (biases, norms),
+    whose decay would only pull gains and offsets towards 0."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        if parameter.requires_grad:
+            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
+    if not decay and not no_decay:
+        raise ValueError("the model has no trainable parameters (check lora.target_modules)")
+    groups = [{"params": decay, "weight_decay": optim.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=optim.lr,
+                             betas=optim.betas, eps=optim.eps)
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: Schedule) -> float:
+    """Multiplier of the peak learning rate for optimiser step `step` (0-based).
+
+    Linear warm-up from 0 over `warmup_steps`, then linear or cosine decay reaching 0 at
+    `total_steps`, or constant. The same curves as transformers' schedulers of those names.
+    """
+    if step < warmup_steps:
+        return step / max(1, warmup_steps)
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, optim: OptimSection, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Stepped once per optimiser step (skipped steps included, so the schedule follows data)."""
+    factor = functools.partial(lr_factor, warmup_steps=optim.warmup_steps,
+                               total_steps=total_steps, schedule=optim.schedule)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,18 @@
+"""Entry point for the multi-process test: `torchrun ... distributed_worker.py CONFIG.json`.
+
+Trains the config (a `Config.to_dict()` in JSON) unchanged; the run directory holds the result.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from prefalign.config import config_from_dict
+from prefalign.train.loop import train
+
+if __name__ == "__main__":
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        config = config_from_dict(json.load(handle))
+    result = train(config)
+    print(f"rank-done outcome={result.outcome} steps={result.steps}", flush=True)
