@@ -1,0 +1,60 @@
+"""Every config in configs/ loads and validates; tiny.yaml's model is what its script writes."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from prefalign.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+
+
+def test_the_examples_the_readme_promises_are_shipped():
+    names = {path.name for path in CONFIGS}
+    assert {"dpo-lora.yaml", "dpo-full.yaml", "simpo.yaml", "ipo.yaml", "tiny.yaml"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[path.name for path in CONFIGS])
+def test_shipped_config_validates(path):
+    config = load_config(path)
+    assert config.run.name, f"{path.name}: give each example its own run.name"
+
+
+def test_examples_use_what_their_names_say():
+    load = {path.stem: load_config(path) for path in CONFIGS}
+    lora = load["dpo-lora"]
+    assert lora.lora.enabled and lora.reference.strategy == "adapter_off"
+    assert lora.lora.r == 16 and lora.lora.target_modules == ("q_proj", "v_proj")
+    assert lora.data.train == ("bundled:hh-harmless-train",)
+    assert lora.data.eval == ("bundled:hh-harmless-heldout",)
+    full = load["dpo-full"]
+    assert not full.lora.enabled and full.reference.strategy == "precomputed"
+    assert load["simpo"].loss.name == "simpo" and load["simpo"].reference.strategy == "none"
+    assert load["ipo"].loss.name == "ipo"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("make_tiny_model", REPO / "scripts" / "make_tiny_model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_config_points_at_the_directory_its_script_writes(tmp_path, tiny_tokenizer):
+    """The script's model, written here with the tiny test tokenizer, loads as a model source."""
+    from transformers import AutoModelForCausalLM
+
+    from prefalign.sources import resolve_model_source
+
+    script = _script()
+    assert load_config(REPO / "configs" / "tiny.yaml").model.source == str(script.DEFAULT_OUT)
+    out = script.write_tiny_model(tmp_path / "tiny-model", tiny_tokenizer)
+    source = resolve_model_source(out)
+    model = AutoModelForCausalLM.from_pretrained(source.path, use_safetensors=True,
+                                                 **source.pretrained_kwargs())
+    assert model.config.num_hidden_layers == 2
+    assert model.get_input_embeddings().weight.shape[0] == len(tiny_tokenizer)
