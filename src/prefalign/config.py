@@ -139,7 +139,9 @@ class TrainSection:
     step. max_steps: optimiser steps (default: `epochs` passes over the data). eval_every /
     save_every / log_every: in optimiser steps (0 = never, except eval and save at the end).
     early_stopping_patience: stop after this many evaluations without improving
-    `early_stopping_metric` (0 = off). on_nan: stop naming the step and sample ids, or skip."""
+    `early_stopping_metric` (0 = off). on_nan: stop naming the step and sample ids, or skip.
+    scorer: "packed" computes each prompt once for chosen and rejected and packs pairs into rows
+    without padding; "padded" is the plain (2B, T) forward. Same log-probs (within 1e-4)."""
 
     batch_size: int = 4
     grad_accum: int = 1
@@ -154,6 +156,7 @@ class TrainSection:
     early_stopping_patience: int = 0
     on_nan: Literal["stop", "skip"] = "stop"
     logps_chunk_size: int = 1024
+    scorer: Literal["packed", "padded"] = "packed"
     threads: int | None = None
 
 

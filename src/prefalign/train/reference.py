@@ -17,12 +17,12 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from prefalign.config import Config
+from prefalign.config import Config, TrainSection
 from prefalign.data.collate import collate_pairs
 from prefalign.losses import PairLogps
 from prefalign.train.model import load_reference_model
 from prefalign.train.refcache import CachePlan, plan_cache, read_cache, write_cache
-from prefalign.train.scorer import PairScorer
+from prefalign.train.scoring import build_scorer
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -57,8 +57,8 @@ class FrozenCopyReference(Reference):
 
     strategy = "frozen_copy"
 
-    def __init__(self, model: nn.Module, chunk_size: int, details: dict[str, Any]):
-        self.scorer = PairScorer(model, chunk_size).eval().requires_grad_(False)
+    def __init__(self, model: nn.Module, train: TrainSection, details: dict[str, Any]):
+        self.scorer = build_scorer(model, train).eval().requires_grad_(False)
         self.details = details
 
     def logps(self, batch: Mapping[str, Tensor], split: str) -> PairLogps:
@@ -136,7 +136,7 @@ def build_reference(
     if strategy == "frozen_copy":
         model = load_reference_model(config.model, expected_hash=loaded.weight_hash)
         details = {"weight_hash": loaded.weight_hash, "adapter_merged": loaded.adapter}
-        return FrozenCopyReference(model, config.train.logps_chunk_size, details)
+        return FrozenCopyReference(model, config.train, details)
     if strategy == "adapter_off":
         return _adapter_off(loaded, scorer)
     if strategy == "precomputed":
@@ -168,7 +168,7 @@ def build_precomputed(
     if missing and computes:
         device = accelerator.device if accelerator is not None else _device_of(loaded.model)
         model = load_reference_model(config.model, expected_hash=loaded.weight_hash).to(device)
-        frozen = PairScorer(model, config.train.logps_chunk_size)
+        frozen = build_scorer(model, config.train)
         for name in missing:
             logps = score_split(frozen, splits[name], loaded.tokenizer.pad_token_id,
                                 config.train.eval_batch_size)
@@ -182,7 +182,7 @@ def build_precomputed(
 
 
 def score_split(
-    scorer: PairScorer, split: TokenizedSplit, pad_token_id: int, batch_size: int
+    scorer: nn.Module, split: TokenizedSplit, pad_token_id: int, batch_size: int
 ) -> PairLogps:
     """Reference log-probs of every pair of `split`, in split order, as (N,) CPU tensors.
 

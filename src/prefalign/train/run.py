@@ -30,7 +30,7 @@ from prefalign.train.manifest import MANIFEST, start_manifest
 from prefalign.train.model import LoadedModel, load_model
 from prefalign.train.optim import build_optimizer, build_scheduler
 from prefalign.train.reference import Reference, build_reference
-from prefalign.train.scorer import PairScorer
+from prefalign.train.scoring import build_scorer
 from prefalign.train.stopping import EarlyStopping, metric_key
 
 
@@ -75,7 +75,7 @@ class Run:
     run_dir: Path
     loaded: LoadedModel
     splits: dict[str, TokenizedSplit]
-    scorer: nn.Module  # PairScorer, wrapped by accelerate (DDP) when distributed
+    scorer: nn.Module  # build_scorer(...), wrapped by accelerate (DDP) when distributed
     trainable: list[nn.Parameter]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -162,7 +162,7 @@ def open_run(config: Config, resume: bool) -> tuple[Run, Position]:
     rejects = run_dir if accelerator.is_main_process else None
     splits = prepare_splits(config, loaded.tokenizer, rejects_dir=rejects)
     _steps_per_epoch(config, splits, accelerator)  # before a precomputed reference's pass
-    scorer = PairScorer(loaded.model, config.train.logps_chunk_size)
+    scorer = build_scorer(loaded.model, config.train)
     reference = build_reference(config, loaded, scorer, splits, accelerator)
     run = _assemble(config, accelerator, run_dir, loaded, splits, scorer, reference)
     position = Position(global_batch=run.global_batch,
@@ -178,7 +178,7 @@ def open_run(config: Config, resume: bool) -> tuple[Run, Position]:
 
 def _assemble(
     config: Config, accelerator: Any, run_dir: Path, loaded: LoadedModel,
-    splits: dict[str, TokenizedSplit], scorer: PairScorer, reference: Reference,
+    splits: dict[str, TokenizedSplit], scorer: nn.Module, reference: Reference,
 ) -> Run:
     global_batch = global_batch_size(config, accelerator.num_processes)
     per_epoch = _steps_per_epoch(config, splits, accelerator)
