@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,3 +38,19 @@ def write_json_atomic(obj: object, path: str | os.PathLike[str]) -> None:
     with atomic_open(path) as handle:
         json.dump(obj, handle, indent=2, ensure_ascii=False)
         handle.write("\n")
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Rename the finished directory `staging` onto `target`, replacing an existing one.
+
+    An existing `target` is first renamed aside, so a crash leaves either the old or the new
+    directory under `target`'s name (or the old one under `.old-NAME`), never a half-written one.
+    """
+    if target.exists():
+        retired = target.with_name(f".old-{target.name}")
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(target, retired)
+        os.replace(staging, target)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.replace(staging, target)

@@ -17,15 +17,6 @@ from prefalign.train.model import ModelLoadError, load_model, weight_hash
 from prefalign.train.scorer import PairScorer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; several threads fight over the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def model_dir(tmp_path, tiny_tokenizer) -> Path:
     return tiny_model_dir(tmp_path, tiny_tokenizer)

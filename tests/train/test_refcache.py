@@ -19,15 +19,6 @@ from prefalign.train.reference import build_precomputed
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; several threads fight over the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
     """A cache per test, so one test's default-location files never serve another's."""
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import pytest
 import torch
 from run_helpers import tiny_config
 from tiny_models import tiny_model_dir
@@ -21,14 +20,6 @@ from prefalign.train.scorer import PairScorer
 LORA = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.3}
 BATCHES = {"train": [[0, 1, 2, 3], [17, 5, 23, 8]], "eval": [[0, 1, 2], [11, 4]]}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; several threads fight over the shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _setup(tmp_path: Path, tokenizer, **sections) -> tuple[Config, LoadedModel, dict]:

@@ -30,7 +30,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
-from prefalign.atomic import write_json_atomic
+from prefalign.atomic import replace_dir, write_json_atomic
 
 CHECKPOINTS = "checkpoints"
 MARKER = "COMPLETE"
@@ -197,14 +197,7 @@ def _fsync_dir(path: Path) -> None:
 
 def _publish(staging: Path, target: Path) -> Path:
     """Rename the staging dir onto `target`; an existing `target` (same step) is replaced."""
-    if target.exists():
-        retired = target.with_name(f".old-{target.name}")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, target)
+    replace_dir(staging, target)
     _fsync_dir(target.parent)
     return target
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from torch import nn
 
+from prefalign.atomic import replace_dir
 from prefalign.train.scorer import causal_lm_of
 
 ADAPTER_SUBDIR = "adapter"
@@ -48,7 +49,7 @@ def save_final(
         files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
         for name in files:
             _fsync(staging / name)
-        _replace_dir(staging, out_dir)
+        replace_dir(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -114,15 +115,6 @@ def _is_peft(policy: nn.Module) -> bool:
     return isinstance(policy, PeftModel)
 
 
-def _replace_dir(staging: Path, target: Path) -> None:
-    if target.exists():
-        retired = target.with_name(f".old-{target.name}")
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(target, retired)
-        os.replace(staging, target)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, target)
 
 
 def _fsync(path: Path) -> None:
