@@ -11,6 +11,7 @@ BUNDLED = {
     "hh-harmless-train": "hh_rlhf_harmless_train.jsonl.gz",
     "hh-harmless-heldout": "hh_rlhf_harmless_heldout.jsonl.gz",
     "examples": "accepted_rejected_examples.jsonl",
+    "hh-helpful-sample": "hh_rlhf_helpful_sample.jsonl.gz",
 }
 
 
