@@ -7,8 +7,12 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 STAMP := $(VENV)/.prefalign-installed
+# The report test renders report.html in headless Chromium (Debian packages chromium, chromium-driver).
+CHROMIUM := /usr/bin/chromium
+CHROMEDRIVER := /usr/bin/chromedriver
+BROWSER_SKIP := make browser: the Chromium report test (tests/eval/test_report_chromium.py) will be skipped
 
-.PHONY: demo test lint setup clean
+.PHONY: demo test lint setup browser clean
 
 setup: $(STAMP)
 
@@ -25,7 +29,23 @@ $(STAMP): pyproject.toml
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
-test: lint
+# Installs Chromium and its driver with apt where it can (root or password-less sudo); where it
+# cannot, it says why the Chromium test will skip and does not fail.
+browser:
+	@if [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ]; then exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "$(BROWSER_SKIP): no apt-get to install chromium and chromium-driver"; exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; \
+	else echo "$(BROWSER_SKIP): not root and no password-less sudo to apt-get install chromium chromium-driver"; exit 0; fi; \
+	echo "installing chromium and chromium-driver for the report test"; \
+	if $$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	   $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; then \
+	  [ -x $(CHROMIUM) ] && [ -x $(CHROMEDRIVER) ] || \
+	    echo "$(BROWSER_SKIP): $(CHROMIUM) or $(CHROMEDRIVER) still missing after apt-get install"; \
+	else echo "$(BROWSER_SKIP): apt-get install chromium chromium-driver failed"; fi
+
+test: lint browser
 	$(PY) -m pytest -n 2 -q tests
 
 demo: $(STAMP)
