@@ -16,19 +16,15 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from prefalign.config import Config, config_from_dict
+from prefalign.config import Config
 from prefalign.data.tokenize import TokenizedPair, TruncationOptions, tokenize_pairs
 from prefalign.data.tokenizer import load_tokenizer
 from prefalign.data.types import Message, PreferencePair, Provenance
-from prefalign.train.manifest import MANIFEST, read_manifest
-from prefalign.train.model import DTYPES, load_reference_model
+from prefalign.eval.models import load_policy, load_reference, read_run
 
 if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedTokenizerBase
-
-FINAL = "final"
-
 
 @dataclass(frozen=True)
 class TokenLogp:
@@ -90,16 +86,16 @@ def probe(
     and its final policy. Raises FileNotFoundError when the run has no manifest or no final/."""
     if not responses:
         raise ValueError("probe: give at least one response")
-    run_dir = Path(run_dir)
-    config, final_dir = _read_run(run_dir)
+    run = read_run(run_dir)
     messages = _prompt_messages(prompt, system)
-    tokenizer = load_tokenizer(str(final_dir), trust_remote_code=config.model.trust_remote_code)
-    pairs = tokenize_responses(tokenizer, messages, responses, _truncation(config))
+    tokenizer = load_tokenizer(str(run.final_dir),
+                               trust_remote_code=run.config.model.trust_remote_code)
+    pairs = tokenize_responses(tokenizer, messages, responses, _truncation(run.config))
     # One model in memory at a time: the reference is scored and dropped before the policy loads.
-    reference = load_reference_model(config.model)
+    reference = load_reference(run)
     reference_logps = [response_token_logps(reference, pair) for pair in pairs]
     del reference
-    policy = _load_policy(final_dir, config)
+    policy = load_policy(run)
     policy_logps = [response_token_logps(policy, pair) for pair in pairs]
     del policy
     probes = tuple(
@@ -107,7 +103,7 @@ def probe(
         for text, pair, ref, pol in zip(responses, pairs, reference_logps, policy_logps,
                                         strict=True)
     )
-    return ProbeResult(str(run_dir), messages, probes)
+    return ProbeResult(str(run.run_dir), messages, probes)
 
 
 def tokenize_responses(
@@ -134,18 +130,6 @@ def response_token_logps(model: nn.Module, pair: TokenizedPair) -> torch.Tensor:
     return token_logps[:, 0][len(pair.prompt_ids) - 1 :].cpu()  # the response's positions
 
 
-def _read_run(run_dir: Path) -> tuple[Config, Path]:
-    if not (run_dir / MANIFEST).is_file():
-        raise FileNotFoundError(f"{run_dir}: not a run directory (no {MANIFEST})")
-    final_dir = run_dir / FINAL
-    if not final_dir.is_dir():
-        raise FileNotFoundError(
-            f"{run_dir}: has no {FINAL}/ model (the run did not finish; `prefalign train ... "
-            f"--resume` completes it)"
-        )
-    return config_from_dict(read_manifest(run_dir)["config"]), final_dir
-
-
 def _prompt_messages(prompt: str, system: str | None) -> tuple[Message, ...]:
     user = Message("user", prompt)
     return (Message("system", system), user) if system is not None else (user,)
@@ -155,16 +139,6 @@ def _truncation(config: Config) -> TruncationOptions:
     # Truncate rather than drop or raise: a probe reports every response, flagging cut ones.
     data = config.data
     return TruncationOptions(data.max_length, data.max_prompt_length, "truncate")
-
-
-def _load_policy(final_dir: Path, config: Config) -> nn.Module:
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(
-        str(final_dir), dtype=DTYPES[config.model.dtype],
-        trust_remote_code=config.model.trust_remote_code, use_safetensors=True,
-    )
-    return model.eval()
 
 
 def _response_probe(
