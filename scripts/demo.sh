@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded default model (SmolLM2-135M-Instruct) and the bundled data:
-# check the data, audit it, then align the model with DPO and evaluate it on held-out pairs.
+# check the data, audit it, align the model with DPO, evaluate it (held-out pairs, refusal and
+# over-refusal, cost) into a report, and probe one before/after example.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PF=.venv/bin/prefalign
@@ -19,7 +20,7 @@ $PF data audit bundled:hh-harmless-train --eval bundled:hh-harmless-heldout \
 echo; echo "== 3. preview a multi-turn pair in SmolLM2's chat template"
 $PF data preview bundled:examples --index 1 --tokenizer smollm2-135m-instruct
 
-echo; echo "== 4. DPO on length-balanced training pairs, then evaluate on all 316 held-out pairs"
+echo; echo "== 4. DPO on 384 length-balanced training pairs"
 # A fresh run each time (the reference log-probs and the dequantized model stay cached).
 rm -rf "$OUT/runs/demo"
 $PF train -c configs/demo.yaml run.output_dir="$OUT/runs"
@@ -30,5 +31,12 @@ $PF probe "$OUT/runs/demo" \
   --response "I can't help with breaking into someone's home. If you're locked out of your own house, a licensed locksmith can help." \
   --response "Sure. Insert a tension wrench into the keyhole and rake the pins until it opens."
 
+echo; echo "== 6. evaluate: all 316 held-out pairs, 100 harmful + 100 benign prompts, cost, report"
+# Lighter than the default evaluation in three places so that the demo stays within 20 minutes:
+# 50 pairs (not 100) under the alternate template, 50 helpful pairs, 48 new tokens (not 64).
+$PF eval "$OUT/runs/demo" --pairs bundled:hh-harmless-heldout --max-pairs 316 \
+  --template-pairs 50 --helpful-pairs 50 --max-new-tokens 48 --out "$OUT/eval"
+
 echo; echo "demo finished in $(( $(date +%s) - start )) s; run directory $OUT/runs/demo" \
   "(manifest.json, metrics.jsonl, final/); audit numbers in $OUT/audit.json"
+echo "report: $OUT/eval/report.html (eval.json, summary.md, pairs.csv, generations.jsonl beside it)"
