@@ -141,3 +141,20 @@ def test_a_bad_prompt_file_names_file_line_and_field(trained, tmp_path, capsys):
     error = capsys.readouterr().err
     assert f"{bad}:2" in error and "prompt" in error
     assert not out.exists()
+
+
+def test_reference_option_compares_against_another_model(trained, tmp_path):
+    """With the policy itself as --reference, nothing changed: zero log-prob changes, zero KL,
+    identical answers, and every pair's reward margin 0 (a tie counts as wrong)."""
+    options = EvalOptions(reference=str(trained / "final"), max_pairs=4, harmful=2, benign=2,
+                          kl_prompts=2, helpful_pairs=0, alternate_template=None,
+                          decoding=DecodeSettings(max_new_tokens=4, batch_size=4))
+    results = run_eval(trained, tmp_path / "same", options)
+    assert results["models"]["reference"]["source"] == str(trained / "final")
+    overall = results["heldout"]["overall"]
+    assert overall["chosen_logp_change"] == pytest.approx(0.0, abs=1e-4)
+    assert overall["rejected_logp_change"] == pytest.approx(0.0, abs=1e-4)
+    assert results["cost"]["kl"]["mean"] == pytest.approx(0.0, abs=1e-4)
+    rows = [json.loads(line) for line in
+            (tmp_path / "same" / "generations.jsonl").read_text().splitlines()]
+    assert all(row["reference_response"] == row["policy_response"] for row in rows)
