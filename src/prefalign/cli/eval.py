@@ -16,7 +16,7 @@ accuracy (95% CI), sliced by source and category; the same pairs under an altern
 template; refusal of harmful prompts (AdvBench, HarmBench, XSTest unsafe) and over-refusal of
 benign ones (XSTest safe, JBB benign) for both models, with 95% CIs; perplexity of held-out and
 helpful-base chosen replies; KL(policy || reference) on sampled responses; response lengths.
-The defaults (200 pairs, 100 + 100 prompts, 64 new tokens) take about 10 minutes for
+The defaults (200 pairs, 100 + 100 prompts, 64 new tokens) took 506 s (8.4 minutes) for
 SmolLM2-135M on 2 CPU cores.
 """
 
