@@ -28,6 +28,7 @@ from prefalign.data.types import PreferencePair
 from prefalign.losses import ConfiguredLoss, PairLogps
 from prefalign.train.evaluate import PairRecords, eval_metrics, reward_correct
 from prefalign.train.packed import score_tokenized_pairs
+from prefalign.train.reference import logps_to_cpu, scatter_logps
 
 if TYPE_CHECKING:
     from torch import nn
@@ -113,29 +114,13 @@ def score_pair_set(
         for indices in order.split(batch_size):
             batch = [data.tokenized[i] for i in indices.tolist()]
             logps = score_tokenized_pairs(model, batch)
-            parts.append((indices, _cpu(logps)))
+            parts.append((indices, logps_to_cpu(logps)))
             bar.update(len(batch))
-    return _reorder(parts, len(data))
+    return scatter_logps(parts, len(data))
 
 
 def _length(pair: TokenizedPair) -> int:
     return len(pair.prompt_ids) + len(pair.chosen_ids) + len(pair.rejected_ids)
-
-
-def _cpu(logps: PairLogps) -> PairLogps:
-    return PairLogps(logps.chosen.float().cpu(), logps.rejected.float().cpu(),
-                     logps.chosen_count.cpu(), logps.rejected_count.cpu())
-
-
-def _reorder(parts: list[tuple[torch.Tensor, PairLogps]], n: int) -> PairLogps:
-    index = torch.cat([indices for indices, _ in parts])  # (N,) position of each result
-    columns = []
-    for name in ("chosen", "rejected", "chosen_count", "rejected_count"):
-        joined = torch.cat([getattr(logps, name) for _, logps in parts])
-        out = torch.empty(n, dtype=joined.dtype)
-        out[index] = joined
-        columns.append(out)
-    return PairLogps(*columns)
 
 
 def records(scored: ScoredPairs, loss: ConfiguredLoss) -> PairRecords:

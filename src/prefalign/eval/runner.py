@@ -39,7 +39,7 @@ from prefalign.eval.pairs import (
 from prefalign.eval.prompts import PromptItem, default_prompts
 from prefalign.eval.safety import answer_prompts, safety_section
 from prefalign.eval.templates import ALTERNATE_TEMPLATES, with_template
-from prefalign.losses import make_loss
+from prefalign.losses import ConfiguredLoss, make_loss
 from prefalign.train.manifest import utc_now
 
 HELPFUL = "bundled:hh-helpful-sample"
@@ -95,6 +95,7 @@ class _Context:
     options: EvalOptions
     tokenizer: object
     models: dict
+    loss: ConfiguredLoss
     timings: dict[str, float] = field(default_factory=dict)
 
     def timed(self, name: str, work: Callable[[], object]) -> object:
@@ -113,7 +114,8 @@ def run_eval(run_dir: str | Path, out_dir: str | Path, options: EvalOptions) -> 
     out_dir.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now, not at the end
     config = run.config.model
     tokenizer = load_tokenizer(str(run.final_dir), trust_remote_code=config.trust_remote_code)
-    context = _Context(run, options, tokenizer, {})
+    loss = make_loss(run.config.loss.name, **run.config.loss.params)
+    context = _Context(run, options, tokenizer, {}, loss)
     context.models = context.timed("load_models", lambda: {
         "reference": load_reference(run, options.reference), "policy": load_policy(run)})
     results = _header(run, options)
@@ -181,11 +183,10 @@ def _heldout(context: _Context) -> tuple[dict | None, ScoredPairs | None]:
     sources = options.pairs or tuple(run.config.data.eval)
     if not sources or options.max_pairs == 0:
         return None, None
-    loss = make_loss(run.config.loss.name, **run.config.loss.params)
     data = load_pair_set(sources, context.tokenizer, _truncation(run),
                          max_pairs=options.max_pairs, seed=options.seed)
     scored = context.timed("heldout", lambda: _score_both(context, data, "held-out pairs"))
-    section = summarise(scored, loss)
+    section = summarise(scored, context.loss)
     section["sets"] = [_set_entry(scored.data, source) for source in sources]
     if options.alternate_template is not None and options.template_pairs:
         section["template_robustness"] = context.timed(
@@ -209,8 +210,7 @@ def _template_robustness(context: _Context, scored: ScoredPairs, heldout: dict) 
     data = tokenize_pair_set(scored.data.pairs[:count], scored.data.sources[:count],
                              with_template(context.tokenizer, name), _truncation(run))
     alternate = _score_both(context, data, f"{name} template")
-    loss = make_loss(run.config.loss.name, **run.config.loss.params)
-    overall = summarise(alternate, loss)["overall"]
+    overall = summarise(alternate, context.loss)["overall"]
     keys = ("accuracy", "length_only_accuracy", "length_balanced_accuracy",
             "length_balanced_accuracy_low", "length_balanced_accuracy_high", "policy_margin",
             "reference_margin")
@@ -255,8 +255,7 @@ def _helpful(context: _Context) -> dict:
     scored = _score_both(context, data, "helpful pairs")
     summary = perplexity_summary(scored.reference.chosen, scored.policy.chosen,
                                  scored.policy.chosen_count)
-    loss = make_loss(run.config.loss.name, **run.config.loss.params)
-    metrics = summarise(scored, loss)["overall"]
+    metrics = summarise(scored, context.loss)["overall"]
     return {**summary, "source": f"{options.helpful} (hh-rlhf helpful-base test, chosen replies)",
             "accuracy": metrics.get("accuracy"), "policy_margin": metrics.get("policy_margin"),
             "reference_margin": metrics.get("reference_margin")}

@@ -198,8 +198,8 @@ def score_split(
         batch = collate_pairs([pairs[i] for i in index.tolist()], pad_token_id)
         batch = {name: tensor.to(device) for name, tensor in batch.items()}
         with eval_mode(scorer):
-            parts.append((index, _to_cpu(score(scorer, batch))))
-    return _scatter(parts, len(pairs))
+            parts.append((index, logps_to_cpu(score(scorer, batch))))
+    return scatter_logps(parts, len(pairs))
 
 
 def score(scorer: Callable[..., PairLogps], batch: Mapping[str, Tensor]) -> PairLogps:
@@ -230,7 +230,7 @@ def _pair_length(pair: Any) -> int:
     return len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
 
 
-def _to_cpu(logps: PairLogps) -> PairLogps:
+def logps_to_cpu(logps: PairLogps) -> PairLogps:
     return PairLogps(
         chosen=logps.chosen.float().cpu(),
         rejected=logps.rejected.float().cpu(),
@@ -239,8 +239,8 @@ def _to_cpu(logps: PairLogps) -> PairLogps:
     )
 
 
-def _scatter(parts: list[tuple[Tensor, PairLogps]], size: int) -> PairLogps:
-    """Put batches scored in length order back into split order."""
+def scatter_logps(parts: list[tuple[Tensor, PairLogps]], size: int) -> PairLogps:
+    """Put batches scored out of order (index, logps) back into order: (size,) each."""
     chosen, rejected = torch.zeros(size), torch.zeros(size)  # (N,) each
     chosen_count = torch.zeros(size, dtype=torch.long)  # (N,)
     rejected_count = torch.zeros(size, dtype=torch.long)  # (N,)
