@@ -4,15 +4,15 @@ and optimiser steps; pairs/s, tokens/s, peak memory, MFU and the losses of both,
     .venv/bin/python benchmarks/compare_trl.py --steps 10 --out runs/compare-trl.json
 
 Configurations (--configs): full-fp32 (full fine-tune, float32), lora-fp32 (LoRA r=16, α=32 on
-q_proj,v_proj), full-bf16 (TRL: bf16=True, i.e. bfloat16 autocast over float32 weights;
-prefalign has no autocast mode and runs model.dtype=bfloat16, bfloat16 weights and optimiser
-updates: not the same numerics, see the README section). Both sides: batch 4 pairs, no
-accumulation, AdamW (β 0.9/0.999, ε 1e-8, no weight decay), constant learning rate without
-warm-up, gradient clipping at 1.0, dropout off, DPO sigmoid loss with β 0.1, sequences of at
-most --max-length tokens, the same LoRA A matrices (B starts at 0). The pairs are the first
-steps × batch-size of prefalign's training order for the seed (its shuffled, limited split
-visited in its seeded permutation); TRL reads them from a JSONL in that order with its
-sequential sampler, and its worker checks that it saw every batch in that order.
+q_proj,v_proj), full-bf16 (bfloat16 autocast over float32 weights on both sides: TRL's
+bf16=True, prefalign's train.autocast=bfloat16, whose reference log-probs stay float32).
+prefalign scores its reference 2 pairs per forward (train.eval_batch_size=2, measured fastest on a
+2-core CPU). Both sides: batch 4 pairs, no accumulation, AdamW (β 0.9/0.999, ε 1e-8, no weight
+decay), constant learning rate without warm-up, gradient clipping at 1.0, dropout off, DPO sigmoid
+loss with β 0.1, sequences of at most --max-length tokens, the same LoRA A matrices (B starts at
+0). The pairs are the first steps × batch-size of prefalign's training order for the seed (its
+shuffled, limited split visited in its seeded permutation); TRL reads them from a JSONL in that
+order with its sequential sampler, and its worker checks that it saw every batch in that order.
 
 --tokens: `same` feeds TRL prefalign's exact token ids (prompt_ids/chosen_ids/rejected_ids),
 so the losses compare like for like; `native` lets TRL tokenise the conversational pairs itself

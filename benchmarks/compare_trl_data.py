@@ -117,7 +117,8 @@ def prefalign_overrides(setup: Setup, *, model_dir: Path, run_root: Path, data: 
     """`section.key=value` overrides (over prefalign's defaults) for one benchmark run."""
     values: dict[str, Any] = {
         "run.name": "prefalign", "run.output_dir": str(run_root), "run.seed": seed,
-        "model.source": str(model_dir), "model.dtype": "bfloat16" if setup.bf16 else "float32",
+        "model.source": str(model_dir), "model.dtype": "float32",
+        "train.autocast": "bfloat16" if setup.bf16 else "off",
         "model.gradient_checkpointing": gradient_checkpointing,
         "lora.enabled": setup.lora, **{f"lora.{key}": value for key, value in LORA.items()},
         "data.train": [data], "data.eval": [], "data.max_length": max_length,
@@ -127,7 +128,8 @@ def prefalign_overrides(setup: Setup, *, model_dir: Path, run_root: Path, data: 
         "optim.lr": lr, "optim.warmup_steps": 0, "optim.schedule": "constant",
         "optim.weight_decay": 0.0, "optim.max_grad_norm": 1.0,
         "train.batch_size": batch_size, "train.grad_accum": 1, "train.max_steps": steps,
-        "train.eval_every": 0, "train.save_every": 0, "train.keep_last": 1, "train.log_every": 1,
+        "train.eval_every": 0, "train.eval_batch_size": 2, "train.save_every": 0,
+        "train.keep_last": 1, "train.log_every": 1,
     }
     # JSON is YAML, so every value reads back exactly (paths with colons included)
     return [f"{key}={json.dumps(value)}" for key, value in values.items()] + list(extra)

@@ -141,7 +141,12 @@ class TrainSection:
     early_stopping_patience: stop after this many evaluations without improving
     `early_stopping_metric` (0 = off). on_nan: stop naming the step and sample ids, or skip.
     scorer: "packed" computes each prompt once for chosen and rejected and packs pairs into rows
-    without padding; "padded" is the plain (2B, T) forward. Same log-probs (within 1e-4)."""
+    without padding; "padded" is the plain (2B, T) forward. Same log-probs (within 1e-4).
+    autocast: "bfloat16" runs the policy's decoder under torch.autocast (bfloat16 matmuls) while
+    weights, gradients and optimiser state stay float32 (model.dtype must be float32); the
+    vocabulary projection, log-softmax and every reference log-prob stay float32 (README,
+    "bfloat16 autocast"). attention_blocks: the packed scorer attends within each pair's block
+    of a row instead of over the whole row (same results, ~1.3x faster training on CPU)."""
 
     batch_size: int = 4
     grad_accum: int = 1
@@ -158,6 +163,8 @@ class TrainSection:
     logps_chunk_size: int = 1024
     scorer: Literal["packed", "padded"] = "packed"
     threads: int | None = None
+    autocast: Literal["off", "bfloat16"] = "off"
+    attention_blocks: bool = True
 
 
 @dataclass(frozen=True)
@@ -350,6 +357,9 @@ def check_config(config: Config) -> None:
     except ValueError as error:
         raise ConfigError(f"loss.params: {error}") from error
     _check_reference(config)
+    if t.autocast != "off" and config.model.dtype != "float32":
+        raise ConfigError(f"train.autocast: {t.autocast} autocast needs float32 master weights; "
+                          f"set model.dtype: float32 (got {config.model.dtype})")
 
 
 def _check_reference(config: Config) -> None:

@@ -64,10 +64,11 @@ def assert_same_as_plain(
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 @pytest.mark.parametrize("max_row_tokens", [None, 1, 30])  # one row, a row per pair, a budget
-def test_equals_plain_scorer(tiny_tokenizer, attention, max_row_tokens):
+@pytest.mark.parametrize("blocks", [True, False], ids=["blocks", "whole-row"])
+def test_equals_plain_scorer(tiny_tokenizer, attention, max_row_tokens, blocks):
     model = tiny_llama(tiny_tokenizer, attn_implementation=attention)
     batch = collate_pairs(random_pairs(len(tiny_tokenizer), SHAPES), tiny_tokenizer.pad_token_id)
-    assert_same_as_plain(model, batch, max_row_tokens=max_row_tokens)
+    assert_same_as_plain(model, batch, max_row_tokens=max_row_tokens, attention_blocks=blocks)
 
 
 def test_equals_plain_scorer_with_lora(tiny_tokenizer):

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from prefalign.data.tokenize import TokenizedPair
 from prefalign.losses import PairLogps
 from prefalign.losses._chunked import ChunkedTokenLogps
+from prefalign.train.block_attention import needs_split, row_blocks, split_attention
 from prefalign.train.packed_layout import (
     PackedLayout,
     PairTokens,
@@ -40,10 +41,17 @@ class PackedPairScorer(nn.Module):
     chunk_size: response rows projected to the vocabulary at a time (as in `PairScorer`).
     max_row_tokens: token budget of one packed row; None packs the whole batch into one row,
     1 gives every pair its own row (prefix sharing only, rows padded to the longest).
+    attention_blocks: with `sdpa`, attend within each pair's block of a row only (see
+    `block_attention`); False hands SDPA the whole row and its mask. Same results.
     """
 
     def __init__(
-        self, model: nn.Module, chunk_size: int = 1024, *, max_row_tokens: int | None = None
+        self,
+        model: nn.Module,
+        chunk_size: int = 1024,
+        *,
+        max_row_tokens: int | None = None,
+        attention_blocks: bool = True,
     ):
         super().__init__()
         if chunk_size < 1:
@@ -53,6 +61,7 @@ class PackedPairScorer(nn.Module):
         self.model = model
         self.chunk_size = chunk_size
         self.max_row_tokens = max_row_tokens
+        self.attention_blocks = attention_blocks
 
     def forward(
         self,
@@ -76,9 +85,9 @@ class PackedPairScorer(nn.Module):
 
     def score(self, pairs: Sequence[PairTokens]) -> PairLogps:
         """Log-probs of un-padded pairs. Under DDP call the module itself, not this method."""
-        return score_pairs(
-            self.model, pairs, chunk_size=self.chunk_size, max_row_tokens=self.max_row_tokens
-        )
+        return score_pairs(self.model, pairs, chunk_size=self.chunk_size,
+                           max_row_tokens=self.max_row_tokens,
+                           attention_blocks=self.attention_blocks)
 
 
 def score_tokenized_pairs(
@@ -87,10 +96,12 @@ def score_tokenized_pairs(
     *,
     chunk_size: int = 1024,
     max_row_tokens: int | None = None,
+    attention_blocks: bool = True,
 ) -> PairLogps:
     """`PackedPairScorer(model, ...)` on `collate_pairs(pairs)`, without collating (same result)."""
     tokens = [PairTokens.from_tokenized(pair) for pair in pairs]
-    return score_pairs(model, tokens, chunk_size=chunk_size, max_row_tokens=max_row_tokens)
+    return score_pairs(model, tokens, chunk_size=chunk_size, max_row_tokens=max_row_tokens,
+                       attention_blocks=attention_blocks)
 
 
 def score_pairs(
@@ -99,6 +110,7 @@ def score_pairs(
     *,
     chunk_size: int = 1024,
     max_row_tokens: int | None = None,
+    attention_blocks: bool = True,
 ) -> PairLogps:
     """Summed response log-probs and token counts of each pair's chosen and rejected side.
 
@@ -106,12 +118,19 @@ def score_pairs(
     """
     weight = output_weight(model)  # (V, H)
     layout = build_layout(pairs, max_row_tokens=max_row_tokens, device=weight.device)
-    hidden = decoder_of(model)(
-        input_ids=layout.input_ids,
-        attention_mask=_attention_mask_for(model, layout),
-        position_ids=layout.position_ids,
-        use_cache=False,
-    ).last_hidden_state  # (R, L, H)
+    mask = _attention_mask_for(model, layout)  # (R, 1, L, L)
+    config = causal_lm_of(model).config
+    blocks = row_blocks(layout.segment) if attention_blocks else ()
+    split = needs_split(blocks) and config._attn_implementation == "sdpa"
+    extra = {"prefalign_blocks": blocks} if split else {}
+    with split_attention(config, split):
+        hidden = decoder_of(model)(
+            input_ids=layout.input_ids,
+            attention_mask=mask,
+            position_ids=layout.position_ids,
+            use_cache=False,
+            **extra,
+        ).last_hidden_state  # (R, L, H)
     rows = hidden.reshape(-1, hidden.shape[-1])[layout.source_index]  # (N, H) one per target
     token_logps = ChunkedTokenLogps.apply(rows, weight, layout.target_ids, chunk_size)  # (N,)
     sequences = layout.counts.shape[0]  # 2B: chosen sides, then rejected sides

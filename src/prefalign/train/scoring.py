@@ -13,5 +13,6 @@ def build_scorer(model: nn.Module, train: TrainSection) -> nn.Module:
     """`train.scorer`: "packed" -> PackedPairScorer, "padded" -> PairScorer; same results
     (tested equal within 1e-4 in float32, gradients too), packed ~1.8x faster on hh-rlhf."""
     if train.scorer == "packed":
-        return PackedPairScorer(model, train.logps_chunk_size)
+        return PackedPairScorer(model, train.logps_chunk_size,
+                                attention_blocks=train.attention_blocks)
     return PairScorer(model, train.logps_chunk_size)

@@ -20,6 +20,7 @@ from torch import Tensor
 from prefalign.losses import LossOutput, PairLogps
 from prefalign.train.data import make_batch, model_inputs
 from prefalign.train.evaluate import PairRecords
+from prefalign.train.precision import policy_precision
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -56,8 +57,11 @@ class StepResult:
 def forward_pairs(
     run: Run, scorer: torch.nn.Module, batch: Mapping[str, Tensor], split: str
 ) -> tuple[LossOutput, PairLogps, PairLogps | None]:
-    """Policy log-probs (through `scorer`), reference log-probs and the configured loss."""
-    policy = scorer(**model_inputs(dict(batch)))
+    """Policy log-probs (through `scorer`, in the run's precision), float32 reference log-probs
+    and the configured loss."""
+    device = batch["chosen_input_ids"].device
+    with policy_precision(run.config.train, device):
+        policy = scorer(**model_inputs(dict(batch)))
     reference = run.reference.logps(batch, split)
     return run.loss(policy, reference), policy, reference
 
