@@ -10,10 +10,14 @@ from torch import nn
 
 from prefalign.config import OptimSection, Schedule
 
+# Devices with a fused AdamW kernel in torch >= 2.4 (the documented ones).
+FUSED_DEVICES = frozenset({"cpu", "cuda", "mps", "xpu"})
+
 
 def build_optimizer(model: nn.Module, optim: OptimSection) -> torch.optim.AdamW:
     """AdamW over parameters that require grad; no weight decay on 1-D ones (biases, norms),
-    whose decay would only pull gains and offsets towards 0."""
+    whose decay would only pull gains and offsets towards 0. With `optim.fused`, torch's fused
+    kernel where the parameters' device has one (CPU and CUDA do), else the per-tensor loop."""
     decay, no_decay = [], []
     for parameter in model.parameters():
         if parameter.requires_grad:
@@ -22,8 +26,11 @@ def build_optimizer(model: nn.Module, optim: OptimSection) -> torch.optim.AdamW:
         raise ValueError("the model has no trainable parameters (check lora.target_modules)")
     groups = [{"params": decay, "weight_decay": optim.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=optim.lr,
-                             betas=optim.betas, eps=optim.eps)
+    groups = [g for g in groups if g["params"]]
+    fused = optim.fused and all(p.is_floating_point() and p.device.type in FUSED_DEVICES
+                                for p in [*decay, *no_decay])
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=optim.betas, eps=optim.eps,
+                             fused=fused or None)
 
 
 def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: Schedule) -> float:
