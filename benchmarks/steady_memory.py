@@ -4,7 +4,7 @@
 
 Runs `prefalign train` (full fine-tune of SmolLM2-135M-Instruct in float32 on the bundled
 hh-rlhf harmless pairs, batch 4, max length 512, precomputed reference: the compare_trl.py
-setting) in a child process, samples the child's resident set size (VmRSS) every
+setting; the first `--pairs` pairs, in a new order each epoch) in a child process, samples the child's resident set size (VmRSS) every
 `--interval` seconds, and prints one row per `--window` minutes: optimiser steps done, pairs/s,
 and the lowest and highest RSS sampled in the window. Growth = last window's highest RSS minus
 the first training window's highest. The samples are saved as JSON (--out).
@@ -28,6 +28,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=300, help="optimiser steps (4 pairs each)")
+    parser.add_argument("--pairs", type=int, default=400,
+                        help="training pairs (the run cycles over them in epochs)")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between samples")
     parser.add_argument("--window", type=float, default=5.0, help="minutes per printed row")
@@ -40,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def overrides(args: argparse.Namespace, run_root: Path) -> list[str]:
     values = {
         "run.name": "steady-memory", "run.output_dir": str(run_root),
-        "data.eval": [], "data.max_length": args.max_length, "data.limit_train": 4 * args.steps,
+        "data.eval": [], "data.max_length": args.max_length, "data.limit_train": min(args.pairs, 4 * args.steps),
         "reference.strategy": "precomputed", "reference.cache": str(run_root / "reference-cache"),
         "optim.lr": 1e-6, "optim.schedule": "constant",
         "train.batch_size": 4, "train.grad_accum": 1, "train.max_steps": args.steps,
