@@ -4,10 +4,11 @@
 
 Runs `prefalign train` (full fine-tune of SmolLM2-135M-Instruct in float32 on the bundled
 hh-rlhf harmless pairs, batch 4, max length 512, precomputed reference: the compare_trl.py
-setting; the first `--pairs` pairs, in a new order each epoch) in a child process, samples the child's resident set size (VmRSS) every
-`--interval` seconds, and prints one row per `--window` minutes: optimiser steps done, pairs/s,
-and the lowest and highest RSS sampled in the window. Growth = last window's highest RSS minus
-the first training window's highest. The samples are saved as JSON (--out).
+setting; the first `--pairs` pairs, in a new order each epoch) in a child process, samples the
+child's resident set size (VmRSS) every `--interval` seconds, and prints one row per `--window`
+minutes: optimiser steps done, pairs/s, and the lowest and highest RSS sampled in the window.
+Growth = last window's highest RSS minus the first training window's highest. The samples are
+saved as JSON (--out).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def overrides(args: argparse.Namespace, run_root: Path) -> list[str]:
     values = {
         "run.name": "steady-memory", "run.output_dir": str(run_root),
-        "data.eval": [], "data.max_length": args.max_length, "data.limit_train": min(args.pairs, 4 * args.steps),
+        "data.eval": [], "data.max_length": args.max_length,
+        "data.limit_train": min(args.pairs, 4 * args.steps),
         "reference.strategy": "precomputed", "reference.cache": str(run_root / "reference-cache"),
         "optim.lr": 1e-6, "optim.schedule": "constant",
         "train.batch_size": 4, "train.grad_accum": 1, "train.max_steps": args.steps,
