@@ -66,9 +66,12 @@ def test_blocks_equal_the_whole_row(tiny_tokenizer, monkeypatch, dropout):
 
 def test_the_attention_setting_is_restored_after_an_error(tiny_tokenizer):
     model = tiny_llama(tiny_tokenizer)
-    with pytest.raises(RuntimeError, match="boom"), split_attention(model.config, True):
+    two_blocks = (((0, 3), (3, 5)),)
+    with pytest.raises(RuntimeError, match="boom"), \
+            split_attention(model.config, two_blocks) as extra:
         assert model.config._attn_implementation == BLOCK_ATTENTION
+        assert extra == {"prefalign_blocks": two_blocks}
         raise RuntimeError("boom")
     assert model.config._attn_implementation == "sdpa"
-    with split_attention(model.config, False):
-        assert model.config._attn_implementation == "sdpa"
+    with split_attention(model.config, (((0, 5),),)) as extra:  # one block per row: no split
+        assert model.config._attn_implementation == "sdpa" and extra == {}

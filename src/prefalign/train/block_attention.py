@@ -9,15 +9,15 @@ inside its segment (the prefix-sharing rules) is unchanged.
 
 Mechanism: transformers' attention modules look their attention function up by
 `config._attn_implementation` at every forward and pass the decoder's extra keyword arguments on
-to it. `split_attention(model, blocks)` switches the implementation to `prefalign_blocks`
-(registered below) for one forward and passes `blocks` through; without `blocks` the function
-is plain `sdpa`.
+to it. `split_attention(config, blocks)` switches an `sdpa` model to `prefalign_blocks`
+(registered below) for one forward and yields the keyword argument that carries `blocks`;
+without `blocks` the function is plain `sdpa`.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -75,19 +75,16 @@ def row_blocks(segment: Tensor) -> Blocks:
 
 
 @contextlib.contextmanager
-def split_attention(config, enabled: bool) -> Iterator[None]:
-    """Within the block, an `sdpa` model attends through `prefalign_blocks`; restored after."""
+def split_attention(config, blocks: Blocks) -> Iterator[dict[str, Blocks]]:
+    """Within the block, an `sdpa` model whose rows hold several blocks attends through
+    `prefalign_blocks`; yields the decoder keyword arguments that carry `blocks` ({} when the
+    model keeps its own attention). The setting is restored after, error or not."""
     previous = getattr(config, "_attn_implementation", None)
-    if not enabled or previous != "sdpa":
-        yield
+    if previous != "sdpa" or not any(len(row) > 1 for row in blocks):
+        yield {}
         return
     config._attn_implementation = BLOCK_ATTENTION
     try:
-        yield
+        yield {"prefalign_blocks": blocks}
     finally:
         config._attn_implementation = previous
-
-
-def needs_split(blocks: Sequence[Sequence[tuple[int, int]]]) -> bool:
-    """Worth it only when some row holds more than one block."""
-    return any(len(row) > 1 for row in blocks)

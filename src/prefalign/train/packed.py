@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from prefalign.data.tokenize import TokenizedPair
 from prefalign.losses import PairLogps
 from prefalign.losses._chunked import ChunkedTokenLogps
-from prefalign.train.block_attention import needs_split, row_blocks, split_attention
+from prefalign.train.block_attention import row_blocks, split_attention
 from prefalign.train.packed_layout import (
     PackedLayout,
     PairTokens,
@@ -119,11 +119,8 @@ def score_pairs(
     weight = output_weight(model)  # (V, H)
     layout = build_layout(pairs, max_row_tokens=max_row_tokens, device=weight.device)
     mask = _attention_mask_for(model, layout)  # (R, 1, L, L)
-    config = causal_lm_of(model).config
     blocks = row_blocks(layout.segment) if attention_blocks else ()
-    split = needs_split(blocks) and config._attn_implementation == "sdpa"
-    extra = {"prefalign_blocks": blocks} if split else {}
-    with split_attention(config, split):
+    with split_attention(causal_lm_of(model).config, blocks) as extra:
         hidden = decoder_of(model)(
             input_ids=layout.input_ids,
             attention_mask=mask,

@@ -7,9 +7,9 @@ float32 on purpose:
   autocast leaves alone, and the final norm hands it float32 hidden states);
 - the backward pass's casts back to float32 gradients (autocast's own rule);
 - every reference log-prob: reference forwards run outside this context. Measured on
-  SmolLM2-135M (48 hh-rlhf pairs, policy weights perturbed as training would): bfloat16 rounding
-  moves a sequence's summed log-prob by ~0.13 nats and does not cancel between two models
-  whose weights differ, so a bfloat16 reference adds its own error to the implicit reward
+  SmolLM2-135M: bfloat16 rounding moves a sequence's summed log-prob by ~0.13 nats (64 hh-rlhf
+  pairs) and does not cancel between two models whose weights differ (48 pairs, policy weights
+  perturbed as training would), so a bfloat16 reference adds its own error to the implicit reward
   (mean error of the margin change 0.23 nats) instead of removing the policy's (0.17-0.20 with a
   float32 reference). A float32 reference is also shared with float32 runs (one cache).
 """
