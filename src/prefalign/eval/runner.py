@@ -40,6 +40,7 @@ from prefalign.eval.prompts import PromptItem, default_prompts
 from prefalign.eval.safety import answer_prompts, safety_section
 from prefalign.eval.templates import ALTERNATE_TEMPLATES, with_template
 from prefalign.losses import ConfiguredLoss, make_loss
+from prefalign.onednn import CpuMatmul, cpu_matmul
 from prefalign.train.manifest import utc_now
 
 HELPFUL = "bundled:hh-helpful-sample"
@@ -70,6 +71,7 @@ class EvalOptions:
     template_pairs: int = 100
     seed: int = 0
     batch_size: int = 2  # pairs per scoring forward: 2 scored 1.3x faster than 8 on 2 CPU cores
+    cpu_matmul: CpuMatmul = "auto"  # as train.cpu_matmul (prefalign.onednn)
 
     def __post_init__(self) -> None:
         for name in ("max_pairs", "harmful", "benign", "kl_prompts", "helpful_pairs",
@@ -107,6 +109,11 @@ class _Context:
 
 def run_eval(run_dir: str | Path, out_dir: str | Path, options: EvalOptions) -> dict:
     """Evaluate the run at `run_dir`; write every output under `out_dir`; return eval.json."""
+    with cpu_matmul(options.cpu_matmul):
+        return _run_eval(run_dir, out_dir, options)
+
+
+def _run_eval(run_dir: str | Path, out_dir: str | Path, options: EvalOptions) -> dict:
     start = time.perf_counter()
     run = read_run(run_dir)
     prompts = _prompts(options)  # a bad prompt file fails before any model loads

@@ -1,7 +1,8 @@
 """Token log-probs from hidden states and the output projection, a chunk of rows at a time.
 
 Forward keeps only the inputs and one log-sum-exp per row; backward recomputes each chunk's
-logits. Neither pass holds more than one (chunk × vocab) float32 block of logits.
+logits. Neither pass holds more than one (chunk × vocab) float32 block of logits. Inside
+`prefalign.onednn.cpu_matmul`, float32 CPU products run through oneDNN (`_Products`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from prefalign import onednn
+
 
 class ChunkedTokenLogps(torch.autograd.Function):
     """log softmax(h_n · Wᵀ)[y_n] for N rows h_n (N, H), weight W (V, H), targets y_n (N,)."""
@@ -19,11 +22,11 @@ class ChunkedTokenLogps(torch.autograd.Function):
     def forward(ctx: Any, rows: Tensor, weight: Tensor, targets: Tensor, chunk_size: int) -> Tensor:
         token_logps = rows.new_empty(rows.shape[0], dtype=_compute_dtype(rows))  # (N,)
         log_normalisers = torch.empty_like(token_logps)  # (N,) log Σ_v exp(logit_v)
-        buffer = _logits_buffer(rows, weight, chunk_size)
+        products = _Products(rows, weight, chunk_size)
         for start in range(0, rows.shape[0], chunk_size):
             rows_chunk = rows[start : start + chunk_size]  # (n, H)
             targets_chunk = targets[start : start + chunk_size]  # (n,)
-            logits = _chunk_logits(rows_chunk, weight, buffer)  # (n, V)
+            logits = products.logits(rows_chunk)  # (n, V)
             target_logits = logits.gather(1, targets_chunk[:, None]).squeeze(1)  # (n,)
             # log-sum-exp in place: the buffer ends up holding exp(logits − max), reused next chunk
             row_max = logits.amax(dim=1, keepdim=True)  # (n, 1)
@@ -33,6 +36,7 @@ class ChunkedTokenLogps(torch.autograd.Function):
             token_logps[start : start + chunk_size] = target_logits - log_normaliser
         ctx.save_for_backward(rows, weight, targets, log_normalisers)
         ctx.chunk_size = chunk_size
+        ctx.onednn = products.onednn
         return token_logps
 
     @staticmethod
@@ -44,22 +48,22 @@ class ChunkedTokenLogps(torch.autograd.Function):
         need_rows, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_rows = torch.empty_like(rows) if need_rows else None  # (N, H)
         compute_dtype = _compute_dtype(rows)
-        grad_weight = torch.zeros_like(weight, dtype=compute_dtype) if need_weight else None
-        buffer = _logits_buffer(rows, weight, chunk_size)
+        products = _Products(rows, weight, chunk_size, ctx.onednn)
+        grad_weight = None  # (V, H), the first chunk's product, then accumulated
         grad_token_logps = grad_token_logps.to(compute_dtype)
         for start in range(0, rows.shape[0], chunk_size):
             stop = start + chunk_size
             rows_chunk = rows[start:stop]  # (n, H)
             grad_chunk = grad_token_logps[start:stop]  # (n,)
-            logits = _chunk_logits(rows_chunk, weight, buffer)  # (n, V)
+            logits = products.logits(rows_chunk)  # (n, V)
             # g·(onehot − softmax), built in place over the logits buffer
             grad_logits = logits.sub_(log_normalisers[start:stop, None]).exp_()
             grad_logits.mul_(-grad_chunk[:, None])
             grad_logits.scatter_add_(1, targets[start:stop, None], grad_chunk[:, None])
             if grad_rows is not None:
-                grad_rows[start:stop] = grad_logits.to(weight.dtype) @ weight  # (n, H)
-            if grad_weight is not None:
-                grad_weight.addmm_(grad_logits.t(), rows_chunk.to(compute_dtype))  # (V, H)
+                grad_rows[start:stop] = products.grad_rows(grad_logits)  # (n, H)
+            if need_weight:
+                grad_weight = products.add_grad_weight(grad_weight, grad_logits, rows_chunk)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_rows, grad_weight, None, None
@@ -68,6 +72,42 @@ class ChunkedTokenLogps(torch.autograd.Function):
 def _compute_dtype(rows: Tensor) -> torch.dtype:
     """float32 for half-precision inputs (softmax needs the range), float64 stays float64."""
     return torch.promote_types(rows.dtype, torch.float32)
+
+
+class _Products:
+    """The three products of one pass, by oneDNN (float32 CPU inside `onednn.cpu_matmul`) or
+    torch. torch's path reuses one (chunk × V) logits buffer for every chunk."""
+
+    def __init__(self, rows: Tensor, weight: Tensor, chunk_size: int,
+                 use_onednn: bool | None = None) -> None:
+        self.weight = weight
+        self.onednn = (onednn.active() and onednn.eligible(rows, weight)
+                       if use_onednn is None else use_onednn)
+        self.buffer = None if self.onednn else _logits_buffer(rows, weight, chunk_size)
+
+    def logits(self, rows_chunk: Tensor) -> Tensor:
+        """rows_chunk · Wᵀ in the compute dtype, (n, V)."""
+        if self.onednn:
+            return onednn.linear(rows_chunk, self.weight)
+        return _chunk_logits(rows_chunk, self.weight, self.buffer)
+
+    def grad_rows(self, grad_logits: Tensor) -> Tensor:
+        """grad_logits · W, (n, H)."""
+        if self.onednn:
+            return onednn.linear(grad_logits, self.weight.t())
+        return grad_logits.to(self.weight.dtype) @ self.weight
+
+    def add_grad_weight(self, grad_weight: Tensor | None, grad_logits: Tensor,
+                        rows_chunk: Tensor) -> Tensor:
+        """grad_weight + grad_logitsᵀ · rows_chunk, (V, H), in place; the product alone for the
+        first chunk (grad_weight None)."""
+        rows_chunk = rows_chunk.to(grad_logits.dtype)
+        if self.onednn:
+            part = onednn.linear_tn(grad_logits, rows_chunk)
+            return part if grad_weight is None else grad_weight.add_(part)
+        if grad_weight is None:
+            return grad_logits.t() @ rows_chunk
+        return grad_weight.addmm_(grad_logits.t(), rows_chunk)
 
 
 def _logits_buffer(rows: Tensor, weight: Tensor, chunk_size: int) -> Tensor:

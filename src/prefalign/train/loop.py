@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefalign.config import Config
+from prefalign.onednn import cpu_matmul
 from prefalign.train.checkpoint import save_checkpoint
 from prefalign.train.final import save_final
 from prefalign.train.health import WINDOW, HealthMonitor, identity_loss
 from prefalign.train.heldout import evaluate, initial_eval_logps
 from prefalign.train.manifest import finish_manifest, update_manifest
 from prefalign.train.progress import Progress, format_summary
-from prefalign.train.run import Position, Run, open_records, open_run
+from prefalign.train.run import Position, Run, check_run_config, open_records, open_run
 from prefalign.train.step import NonFiniteLoss, apply_update, train_metrics, train_step
 
 
@@ -38,6 +39,12 @@ class RunResult:
 
 def train(config: Config, *, resume: bool = False) -> RunResult:
     """Train `config`'s policy in `run.output_dir/run.name`; `resume` continues its checkpoint."""
+    check_run_config(config)
+    with cpu_matmul(config.train.cpu_matmul):
+        return _train(config, resume)
+
+
+def _train(config: Config, resume: bool) -> RunResult:
     run, position = open_run(config, resume)
     if "eval" in run.splits and not run.loss.needs_reference:
         run.initial_eval = initial_eval_logps(run, run.run_dir, run.resumed_from is not None)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prefalign import onednn
 from prefalign.config import Config, ConfigError
 from prefalign.losses import ConfiguredLoss, PairLogps, make_loss
 from prefalign.train.checkpoint import latest_checkpoint, load_checkpoint
@@ -115,6 +116,9 @@ def run_directory(config: Config) -> Path:
 def check_run_config(config: Config) -> None:
     """Run-level checks the config section cannot make alone; raises ConfigError."""
     train = config.train
+    if train.cpu_matmul == "onednn" and not onednn.available():
+        raise ConfigError("train.cpu_matmul: onednn: this torch build has no oneDNN linear "
+                          "kernel (torch.backends.mkldnn); use auto or torch")
     if train.early_stopping_patience:
         metric_key(train.early_stopping_metric)
         if not config.data.eval or not train.eval_every:
@@ -149,8 +153,8 @@ def make_accelerator(config: Config) -> Any:
 
 
 def open_run(config: Config, resume: bool) -> tuple[Run, Position]:
-    """Build everything, restore the checkpoint when resuming, and start the manifest."""
-    check_run_config(config)
+    """Build everything, restore the checkpoint when resuming, and start the manifest
+    (`check_run_config` has passed)."""
     accelerator = make_accelerator(config)
     run_dir = run_directory(config)
     checkpoint = check_run_dir(run_dir, resume)
