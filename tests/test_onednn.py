@@ -138,3 +138,18 @@ def test_chunked_vocabulary_projection_equals_torch(chunk_size, monkeypatch):
     assert len(calls) == 4 * -(-10 // chunk_size)  # none on torch's path
     for ours, theirs in zip(*results, strict=True):
         torch.testing.assert_close(ours, theirs, **TOLERANCE)
+
+
+def test_the_chunked_projection_stays_float32_under_autocast():
+    """Under bfloat16 autocast the vocabulary projection is meant to stay float32: oneDNN's
+    kernel is not on autocast's lists, so it gives the float32 result inside autocast too."""
+    generator = torch.Generator().manual_seed(4)
+    rows = torch.randn(12, 16, generator=generator, requires_grad=True)
+    weight = torch.randn(50, 16, generator=generator, requires_grad=True)
+    targets = torch.randint(0, 50, (12,), generator=generator)
+    with onednn.cpu_matmul("onednn"), torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = ChunkedTokenLogps.apply(rows, weight, targets, 5)
+    with onednn.cpu_matmul("torch"):
+        plain = ChunkedTokenLogps.apply(rows, weight, targets, 5)
+    assert inside.dtype == torch.float32
+    torch.testing.assert_close(inside, plain, **TOLERANCE)

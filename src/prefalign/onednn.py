@@ -10,7 +10,8 @@ about 1e-6 relative.
 While `cpu_matmul("onednn")` is active:
 - every `torch.nn.functional.linear` (so every `nn.Linear`: transformers', peft's) on float32 CPU
   tensors outside autocast runs forward and backward through oneDNN (`OneDnnLinear`);
-- `linear` and `linear_tn` (the chunked vocabulary projection's products) do the same.
+- `linear` and `linear_tn` (the chunked vocabulary projection's products) do the same, in float32
+  also under autocast (the projection stays float32 there, see `train.precision`).
 Anything else (other dtypes, other devices, tensor subclasses, autocast) takes torch's own path.
 """
 
@@ -72,11 +73,10 @@ def cpu_matmul(backend: CpuMatmul) -> Iterator[None]:
 
 
 def eligible(*tensors: Tensor | None) -> bool:
-    """float32 plain CPU tensors (None skipped), outside CPU autocast."""
-    present = [t for t in tensors if t is not None]
-    return (all(type(t) in _PLAIN_TYPES and t.dtype == torch.float32 and t.device.type == "cpu"
-                for t in present)
-            and not torch.is_autocast_enabled("cpu"))
+    """float32 plain CPU tensors (None skipped). oneDNN's kernel is not on autocast's lists:
+    called inside autocast it still multiplies in float32."""
+    return all(type(t) in _PLAIN_TYPES and t.dtype == torch.float32 and t.device.type == "cpu"
+               for t in tensors if t is not None)
 
 
 def linear(rows: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -143,7 +143,8 @@ class _LinearMode(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is F.linear:
             x, weight, bias = _linear_args(*args, **kwargs)
-            if weight.dim() == 2 and x.dim() >= 1 and x.numel() and eligible(x, weight, bias):
+            if (weight.dim() == 2 and x.dim() >= 1 and x.numel() and eligible(x, weight, bias)
+                    and not torch.is_autocast_enabled("cpu")):  # autocast's own bfloat16 linear
                 return OneDnnLinear.apply(x, weight, bias)
         return func(*args, **kwargs)
 
