@@ -111,6 +111,28 @@ def test_cli_runs_pairs_only_and_prints_the_headline(trained, tmp_path, capsys):
     assert "template_robustness" not in results["heldout"]
 
 
+def test_cpu_matmul_torch_scores_the_pairs_as_onednn_does(trained, tmp_path):
+    """`--cpu-matmul torch` (torch's BLAS) against the default (oneDNN on x86-64): the same
+    held-out log-probs within float32 summation-order noise, the setting recorded."""
+    code = main(["eval", str(trained), "--out", str(tmp_path / "torch"), "--max-pairs", "6",
+                 "--prompts", "none", "--helpful-pairs", "0", "--template", "none",
+                 "--kl-prompts", "0", "--cpu-matmul", "torch"])
+    assert code == 0
+    results = [json.loads((out / "eval.json").read_text())
+               for out in (tmp_path / "torch", _pairs_only(trained, tmp_path / "default"))]
+    assert [r["settings"]["cpu_matmul"] for r in results] == ["torch", "auto"]
+    plain, routed = (r["heldout"]["overall"] for r in results)
+    assert plain["accuracy"] == routed["accuracy"]
+    for key in ("loss", "margin", "policy_margin"):
+        assert plain[key] == pytest.approx(routed[key], rel=1e-5, abs=1e-5)
+
+
+def _pairs_only(trained, out):
+    assert main(["eval", str(trained), "--out", str(out), "--max-pairs", "6", "--prompts", "none",
+                 "--helpful-pairs", "0", "--template", "none", "--kl-prompts", "0"]) == 0
+    return out
+
+
 def test_cli_refuses_a_directory_that_is_not_a_finished_run(tmp_path, capsys):
     assert main(["eval", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
     assert "not a run directory" in capsys.readouterr().err

@@ -162,6 +162,7 @@ def _header(run: RunFiles, options: EvalOptions) -> dict:
         "settings": {
             "max_pairs": options.max_pairs, "harmful": options.harmful,
             "benign": options.benign, "seed": options.seed, "batch_size": options.batch_size,
+            "cpu_matmul": options.cpu_matmul,
             "decoding": options.decoding.to_dict(),
             "kl_decoding": options.kl_decoding.to_dict(), "kl_prompts": options.kl_prompts,
             "template": "the run's chat template",
