@@ -11,8 +11,9 @@ costs 3 forwards (forward, input gradients, weight gradients), LoRA 2 (no weight
 for frozen weights; the adapter's are negligible), the reference 1 more.
 `mfu_6nt` uses the common rough count instead: (6 or 4)·N·T for training plus 2·N·T for the
 reference, N = B + H, T = both sequences' tokens (the prompt counted twice), no attention.
-MFU = model FLOPs / all-in seconds / the machine's peak: the best torch.mm FLOP/s measured
-(in every worker process, before it loads the model) in the run's precision.
+MFU = model FLOPs / all-in seconds / the machine's peak: the best FLOP/s of torch.mm or oneDNN's
+linear kernel, whichever is faster, measured in every worker process before it loads the model,
+in the run's precision (`compare_trl_common.matmul_peak_flops`).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ about 1e-6 relative.
 While `cpu_matmul("onednn")` is active:
 - every `torch.nn.functional.linear` (so every `nn.Linear`: transformers', peft's) on float32 CPU
   tensors outside autocast runs forward and backward through oneDNN (`OneDnnLinear`);
-- `linear` and `linear_tn` (the chunked vocabulary projection's products) do the same, in float32
-  also under autocast (the projection stays float32 there, see `train.precision`).
+- `linear` (the chunked vocabulary projection's logits and row gradients) does the same, in
+  float32 also under autocast (the projection stays float32 there, see `train.precision`).
 Anything else (other dtypes, other devices, tensor subclasses, autocast) takes torch's own path.
 """
 
@@ -87,9 +87,10 @@ def linear(rows: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 
 
 def linear_tn(a: Tensor, b: Tensor) -> Tensor:
-    """aᵀ · b for a (N, P), b (N, Q) -> (P, Q), a weight gradient's product. oneDNN copies a
-    transposed first operand to make it contiguous but reads a transposed second one in place,
-    so the narrower of a and b is the one copied; the result may be a transposed view."""
+    """aᵀ · b for a (N, P), b (N, Q) -> (P, Q), a weight gradient's product. oneDNN makes a
+    transposed first operand contiguous (a slow strided copy) but reads a transposed second one
+    in place, so the narrower of a and b is the one copied; the result may then be a transposed
+    view (autograd copies it into the parameter's layout: P × Q, the smaller copy)."""
     if a.shape[1] <= b.shape[1]:
         return linear(a.t(), b.t())
     return linear(b.t(), a.t()).t()

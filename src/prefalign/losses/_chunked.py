@@ -75,8 +75,9 @@ def _compute_dtype(rows: Tensor) -> torch.dtype:
 
 
 class _Products:
-    """The three products of one pass, by oneDNN (float32 CPU inside `onednn.cpu_matmul`) or
-    torch. torch's path reuses one (chunk × V) logits buffer for every chunk."""
+    """The products of one pass: logits and row gradients by oneDNN (float32 CPU inside
+    `onednn.cpu_matmul`) or torch, weight gradients by torch. torch's path reuses one
+    (chunk × V) logits buffer for every chunk."""
 
     def __init__(self, rows: Tensor, weight: Tensor, chunk_size: int,
                  use_onednn: bool | None = None) -> None:
@@ -97,14 +98,15 @@ class _Products:
             return onednn.linear(grad_logits, self.weight.t())
         return grad_logits.to(self.weight.dtype) @ self.weight
 
-    def add_grad_weight(self, grad_weight: Tensor | None, grad_logits: Tensor,
+    @staticmethod
+    def add_grad_weight(grad_weight: Tensor | None, grad_logits: Tensor,
                         rows_chunk: Tensor) -> Tensor:
         """grad_weight + grad_logitsᵀ · rows_chunk, (V, H), in place; the product alone for the
-        first chunk (grad_weight None)."""
+        first chunk (grad_weight None). Always torch's product: oneDNN would either copy the
+        (V × n) transposed logits or return a transposed (V × H) gradient, and with tied
+        embeddings that gradient is summed with the embedding's; measured on SmolLM2, either
+        costs more than oneDNN's faster product saves."""
         rows_chunk = rows_chunk.to(grad_logits.dtype)
-        if self.onednn:
-            part = onednn.linear_tn(grad_logits, rows_chunk)
-            return part if grad_weight is None else grad_weight.add_(part)
         if grad_weight is None:
             return grad_logits.t() @ rows_chunk
         return grad_weight.addmm_(grad_logits.t(), rows_chunk)
