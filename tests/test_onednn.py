@@ -6,6 +6,10 @@ within 1e-5 relative (float32 epsilon 1.2e-7 times a few hundred terms).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -153,3 +157,17 @@ def test_the_chunked_projection_stays_float32_under_autocast():
         plain = ChunkedTokenLogps.apply(rows, weight, targets, 5)
     assert inside.dtype == torch.float32
     torch.testing.assert_close(inside, plain, **TOLERANCE)
+
+
+def test_kernel_caches_are_capped_unless_the_user_set_them():
+    """Uncapped, oneDNN's and ideep's caches of per-shape kernels grew a long run by 2 GiB."""
+    code = ("import os, prefalign.onednn\n"
+            "print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'], os.environ['LRU_CACHE_CAPACITY'])")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}
+    default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True)
+    assert default.stdout.split() == [onednn.PRIMITIVE_CACHE_CAPACITY] * 2
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, env={**env, "LRU_CACHE_CAPACITY": "500"})
+    assert chosen.stdout.split() == [onednn.PRIMITIVE_CACHE_CAPACITY, "500"]
