@@ -80,6 +80,7 @@ def test_tensorboard_events_and_purge_on_resume(tmp_path):
         for step in range(1, 5):
             log.log(step, {"loss": float(step)})
         log.log(4, {"eval/loss": 0.5}, split="eval")
+    _as_an_earlier_run(tmp_path / "tensorboard")
     with MetricsLogger(tmp_path, resume_step=2) as log:
         log.log(3, {"loss": 30.0})
     events = EventAccumulator(str(tmp_path / "tensorboard"))
@@ -102,3 +103,12 @@ def test_without_tensorboard_warns_once_and_keeps_jsonl(tmp_path, monkeypatch):
     first.close()
     assert read_metrics(tmp_path / "a")[0]["loss"] == 1.0
     assert not (tmp_path / "a" / "tensorboard").exists()
+
+
+def _as_an_earlier_run(directory):
+    """Date the event files back a second. TensorBoard reads files in name order
+    (events.out.tfevents.SECONDS.HOST.PID.COUNTER): a resumed run is a later process, but two
+    writers of one test process in the same second sort by a counter, where "10" < "9"."""
+    for path in directory.glob("events.out.tfevents.*"):
+        events, out, tfevents, seconds, rest = path.name.split(".", 4)
+        path.rename(path.with_name(f"{events}.{out}.{tfevents}.{int(seconds) - 1}.{rest}"))
