@@ -103,9 +103,12 @@ def test_other_dtypes_autocast_and_outside_the_block_take_torch_path():
     assert "OneDnn" not in type(F.linear(x, weight).grad_fn).__name__
 
 
-def test_resolve():
+def test_resolve(monkeypatch):
     assert onednn.resolve("onednn") is True
     assert onednn.resolve("torch") is False
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert onednn.resolve("auto") is False  # a GPU run: no routing, no per-op Python call
+    assert onednn.resolve("onednn") is True
     with onednn.cpu_matmul("torch"):
         assert not onednn.active()
 

@@ -154,7 +154,7 @@ class TrainSection:
     cpu_matmul: "onednn" runs float32 CPU linear layers and the vocabulary projection through
     oneDNN instead of torch's default BLAS (MKL runs AVX2 kernels on AMD CPUs; oneDNN AVX-512:
     ~2x faster products here, same float32 results within 1e-5); "auto" means onednn on x86-64
-    CPUs whose torch has it, "torch" leaves torch's default."""
+    CPUs whose torch has it when there is no CUDA device, "torch" leaves torch's default."""
 
     batch_size: int = 4
     grad_accum: int = 1

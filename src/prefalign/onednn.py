@@ -33,8 +33,9 @@ CpuMatmul = Literal["auto", "onednn", "torch"]
 
 # oneDNN and torch's ideep layer each keep up to 1,024 compiled kernels, one per product shape, and
 # packed rows give a new shape almost every step: a 31-minute full fine-tune of SmolLM2 grew from
-# 5.7 to 7.7 GiB resident before the caches filled. 32 entries hold a step's shapes; a synthetic
-# loop of changing shapes stayed at 362 MiB (against 1,666 uncapped) at the same speed. Both are
+# 5.7 to 7.7 GiB resident before the caches filled. Capped at 32 entries, a 150-step run of it
+# stayed at 4.4-5.0 GiB, no slower, and a synthetic loop of changing shapes at 362 MiB (against
+# 1,666 uncapped) at the same speed. Both are
 # read once, at the first oneDNN product, so they are set here, before any; a value the user
 # exported wins.
 PRIMITIVE_CACHE_CAPACITY = "32"
@@ -52,16 +53,18 @@ def available() -> bool:
 
 
 def resolve(backend: CpuMatmul) -> bool:
-    """Whether `backend` means oneDNN here: `auto` on x86-64 CPUs with oneDNN, `onednn` always
-    (ValueError where this torch lacks it), `torch` never."""
+    """Whether `backend` means oneDNN here: `auto` on x86-64 CPUs with oneDNN when no CUDA device
+    is present (runs then train on the GPU, where routing would only add a Python call per op),
+    `onednn` always (ValueError where this torch lacks it), `torch` never."""
     if backend == "torch":
         return False
     if backend == "onednn":
         if not available():
             raise ValueError("cpu_matmul: onednn: this torch build has no oneDNN linear kernel "
-                               "(torch.backends.mkldnn); use auto or torch")
+                             "(torch.backends.mkldnn); use auto or torch")
         return True
-    return available() and platform.machine().lower() in ("x86_64", "amd64")
+    return (available() and platform.machine().lower() in ("x86_64", "amd64")
+            and not torch.cuda.is_available())
 
 
 def active() -> bool:
