@@ -28,7 +28,7 @@ class ChunkedTokenLogps(torch.autograd.Function):
             targets_chunk = targets[start : start + chunk_size]  # (n,)
             logits = products.logits(rows_chunk)  # (n, V)
             target_logits = logits.gather(1, targets_chunk[:, None]).squeeze(1)  # (n,)
-            # log-sum-exp in place: the buffer ends up holding exp(logits − max), reused next chunk
+            # log-sum-exp in place: the logits end up holding exp(logits − max)
             row_max = logits.amax(dim=1, keepdim=True)  # (n, 1)
             sum_exp = logits.sub_(row_max).exp_().sum(dim=1)  # (n,)
             log_normaliser = row_max.squeeze(1) + sum_exp.log()  # (n,)

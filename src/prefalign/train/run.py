@@ -116,9 +116,10 @@ def run_directory(config: Config) -> Path:
 def check_run_config(config: Config) -> None:
     """Run-level checks the config section cannot make alone; raises ConfigError."""
     train = config.train
-    if train.cpu_matmul == "onednn" and not onednn.available():
-        raise ConfigError("train.cpu_matmul: onednn: this torch build has no oneDNN linear "
-                          "kernel (torch.backends.mkldnn); use auto or torch")
+    try:
+        onednn.resolve(train.cpu_matmul)
+    except ValueError as error:
+        raise ConfigError(f"train.{error}") from None
     if train.early_stopping_patience:
         metric_key(train.early_stopping_metric)
         if not config.data.eval or not train.eval_every:
