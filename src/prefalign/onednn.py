@@ -10,8 +10,9 @@ about 1e-6 relative.
 While `cpu_matmul("onednn")` is active:
 - every `torch.nn.functional.linear` (so every `nn.Linear`: transformers', peft's) on float32 CPU
   tensors outside autocast runs forward and backward through oneDNN (`OneDnnLinear`);
-- `linear` (the chunked vocabulary projection's logits and row gradients) does the same, in
-  float32 also under autocast (the projection stays float32 there, see `train.precision`).
+- `linear` (the chunked vocabulary projection's logits, and its row gradients outside autocast)
+  does the same, in float32 also under autocast (the logits stay float32 there, see
+  `train.precision`).
 Anything else (other dtypes, other devices, tensor subclasses, autocast) takes torch's own path.
 """
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from prefalign import onednn
 from prefalign.losses import IGNORE_INDEX, PairLogps, sequence_logps, sequence_logps_from_hidden
 from prefalign.losses._chunked import ChunkedTokenLogps
 
@@ -157,3 +158,53 @@ def test_shape_errors_name_the_argument():
         sequence_logps_from_hidden(hidden, weight, labels, chunk_size=0)
     with pytest.raises(ValueError, match="to match logits"):
         sequence_logps(torch.zeros(2, 5, 7), labels)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onednn"] if onednn.available() else ["torch"])
+@pytest.mark.parametrize("chunk_size", [1024, 7])
+def test_chunked_under_autocast_keeps_logps_float32_and_rounds_gradient_products(
+        chunk_size, backend):
+    """Under bfloat16 autocast the log-probs are the float32 ones exactly; the gradients are the
+    products of g·(onehot − softmax) and W rounded once to bfloat16, accumulated in float32,
+    with the weight's gradient summed over chunks in float32. Expected values: those rounded
+    operands multiplied in float64; tolerance, in norm: one bfloat16 rounding of the result
+    (2^-9 relative) plus the odd gradient entry that float32 and float64 round to neighbouring
+    bfloat16 values."""
+    generator = torch.Generator().manual_seed(11)
+    rows = torch.randn(40, 24, generator=generator, requires_grad=True)
+    weight = (torch.randn(300, 24, generator=generator) * 0.3).requires_grad_()
+    targets = torch.randint(0, 300, (40,), generator=generator)
+    upstream = torch.randn(40, generator=generator)
+
+    def run(autocast: bool):
+        rows.grad = weight.grad = None
+        with onednn.cpu_matmul(backend):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                logps = ChunkedTokenLogps.apply(rows, weight, targets, chunk_size)
+            (logps * upstream).sum().backward()
+        return logps.detach(), rows.grad.clone(), weight.grad.clone()
+
+    plain, plain_rows, plain_weight = run(autocast=False)
+    mixed, mixed_rows, mixed_weight = run(autocast=True)
+    assert torch.equal(mixed, plain) and mixed.dtype == torch.float32
+    assert mixed_rows.dtype == mixed_weight.dtype == torch.float32
+
+    softmax = torch.softmax(rows.detach().double() @ weight.detach().double().t(), dim=1)
+    onehot = torch.nn.functional.one_hot(targets, 300).double()
+    grad_logits = (upstream.double()[:, None] * (onehot - softmax)).bfloat16().double()
+    low_rows, low_weight = rows.detach().bfloat16().double(), weight.detach().bfloat16().double()
+    expected_rows = (grad_logits @ low_weight).float()
+    expected_weight = (grad_logits.t() @ low_rows).float()
+    for got, want in ((mixed_rows, expected_rows), (mixed_weight, expected_weight)):
+        assert (got - want).norm() < 2 ** -8 * want.norm()
+
+    def bfloat16_values(t):
+        return torch.equal(t, t.bfloat16().float())
+
+    assert bfloat16_values(mixed_rows)  # each row's gradient: one bfloat16 product
+    # the weight's: one bfloat16 product with one chunk, a float32 sum of several with several
+    assert bfloat16_values(mixed_weight) == (chunk_size >= rows.shape[0])
+    assert not bfloat16_values(plain_rows) and not bfloat16_values(plain_weight)
+    for got, plain_grad in ((mixed_rows, plain_rows), (mixed_weight, plain_weight)):
+        assert not torch.equal(got, plain_grad)  # the bfloat16 products really ran
+        assert (got - plain_grad).norm() < 1e-2 * plain_grad.norm()

@@ -3,8 +3,10 @@
 Under `train.autocast: bfloat16` the decoder's matmuls run in bfloat16 while the parameters,
 their gradients and the optimiser state stay float32 ("master weights"). Three things stay
 float32 on purpose:
-- the vocabulary projection and log-softmax (`ChunkedTokenLogps` multiplies with `out=`, which
-  autocast leaves alone, and the final norm hands it float32 hidden states);
+- the vocabulary projection's log-probs: its logits and log-softmax (`ChunkedTokenLogps`
+  multiplies with `out=` or oneDNN, which autocast leaves alone, and the final norm hands it
+  float32 hidden states). Its backward's two gradient products take bfloat16 operands, as
+  autocast's own layers' backward products do;
 - the backward pass's casts back to float32 gradients (autocast's own rule);
 - every reference log-prob: reference forwards run outside this context. Measured on
   SmolLM2-135M: bfloat16 rounding moves a sequence's summed log-prob by ~0.13 nats (64 hh-rlhf
