@@ -154,7 +154,11 @@ class TrainSection:
     cpu_matmul: "onednn" runs float32 CPU linear layers and the vocabulary projection through
     oneDNN instead of torch's default BLAS (MKL runs AVX2 kernels on AMD CPUs; oneDNN AVX-512:
     ~2x faster products here, same float32 results within 1e-5); "auto" means onednn on x86-64
-    CPUs whose torch has it when there is no CUDA device, "torch" leaves torch's default."""
+    CPUs whose torch has it when there is no CUDA device, "torch" leaves torch's default.
+    sparse_embedding_grad: when the input embedding is tied to the output projection and trains
+    (a full fine-tune of SmolLM2, say), its gradient goes as the rows of the batch's tokens into
+    the projection's dense gradient, instead of a zeroed (V × H) gradient of its own added to it
+    (same gradient up to float32 summation order; ~4% faster steps on SmolLM2 on CPU)."""
 
     batch_size: int = 4
     grad_accum: int = 1
@@ -174,6 +178,7 @@ class TrainSection:
     autocast: Literal["off", "bfloat16"] = "off"
     attention_blocks: bool = True
     cpu_matmul: Literal["auto", "onednn", "torch"] = "auto"
+    sparse_embedding_grad: bool = True
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from prefalign.train.manifest import MANIFEST, start_manifest
 from prefalign.train.model import LoadedModel, load_model
 from prefalign.train.optim import build_optimizer, build_scheduler
 from prefalign.train.reference import Reference, build_reference
+from prefalign.train.scorer import sparse_tied_embedding_grad
 from prefalign.train.scoring import build_scorer
 from prefalign.train.stopping import EarlyStopping, metric_key
 
@@ -178,6 +179,8 @@ def open_run(config: Config, resume: bool) -> tuple[Run, Position]:
         run.resumed_from = checkpoint
     # The scheduler stays unprepared: accelerate would step it once per process.
     run.scorer, run.optimizer = accelerator.prepare(scorer, run.optimizer)
+    if config.train.sparse_embedding_grad:
+        sparse_tied_embedding_grad(loaded.model)  # after prepare: see its docstring
     return run, position
 
 

@@ -66,3 +66,23 @@ def output_weight(model: nn.Module) -> Tensor:
     if getattr(head, "bias", None) is not None:
         raise ValueError("models whose output projection has a bias are not supported yet")
     return head.weight
+
+
+def sparse_tied_embedding_grad(model: nn.Module) -> bool:
+    """Let a tied, trainable input embedding return its gradient as sparse rows; True if set.
+
+    An input embedding's dense gradient is a zeroed (V, H) tensor with the batch's token rows
+    added, which autograd then adds to the tied output projection's (V, H) gradient. As sparse
+    rows it is added straight into the projection's gradient: autograd sums the two before the
+    parameter's `.grad` sees them, so `.grad` stays dense (AdamW, clipping and DDP see no
+    difference). Untied embeddings keep dense gradients: a sparse `.grad` of its own would
+    reach the optimiser. Call after `accelerate.prepare`: DDP reads the flag when it is built
+    and would then expect a sparse gradient.
+    """
+    lm = causal_lm_of(model)
+    embedding, head = lm.get_input_embeddings(), lm.get_output_embeddings()
+    if not (isinstance(embedding, nn.Embedding) and head is not None
+            and head.weight is embedding.weight and embedding.weight.requires_grad):
+        return False
+    embedding.sparse = True
+    return True

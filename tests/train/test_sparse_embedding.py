@@ -1,0 +1,75 @@
+"""`train.sparse_embedding_grad`: a tied input embedding's gradient as sparse rows summed into the
+output projection's dense gradient equals the plain dense gradient. Tolerances: the same float32
+terms summed in another order (~1e-7 relative); lr 1e-4 keeps that below 1e-6 on the weights
+(as in test_invariants.py).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from run_helpers import tiny_config
+from test_invariants import SMALL_LR, _losses, _max_weight_difference, _weights
+from test_packed import random_pairs
+from tiny_models import tiny_llama, tiny_model_dir
+
+import prefalign.train.loop as loop
+from prefalign.config import LoraSection
+from prefalign.train.manifest import read_manifest
+from prefalign.train.model import apply_lora
+from prefalign.train.packed import score_tokenized_pairs
+from prefalign.train.scorer import sparse_tied_embedding_grad
+
+SHAPES = [(40, 20, 30), (10, 25, 5), (60, 8, 12)]
+
+
+def _gradients(model, pairs, accumulate: int = 1):
+    model.zero_grad(set_to_none=True)
+    for _ in range(accumulate):
+        logps = score_tokenized_pairs(model, pairs)
+        (logps.chosen.sum() - 2 * logps.rejected.sum()).backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_sparse_rows_give_the_dense_gradient(tiny_tokenizer, accumulate):
+    model = tiny_llama(tiny_tokenizer, seed=3).train()
+    pairs = random_pairs(len(tiny_tokenizer), SHAPES, seed=4)
+    dense = _gradients(model, pairs, accumulate)
+    assert sparse_tied_embedding_grad(model)
+    assert model.get_input_embeddings().sparse
+    sparse = _gradients(model, pairs, accumulate)
+    assert sparse.keys() == dense.keys()
+    for name, grad in sparse.items():
+        assert grad.layout == torch.strided, name  # the optimiser never sees sparse rows
+        torch.testing.assert_close(grad, dense[name], rtol=1e-5, atol=1e-6)
+    embedding = model.get_input_embeddings().weight
+    assert sparse["model.embed_tokens.weight"].data_ptr() != embedding.data_ptr()
+
+
+def test_untied_or_frozen_embeddings_stay_dense(tiny_tokenizer):
+    untied = tiny_llama(tiny_tokenizer, seed=3, tie_word_embeddings=False)
+    assert not sparse_tied_embedding_grad(untied)
+    assert not untied.get_input_embeddings().sparse
+    lora = apply_lora(tiny_llama(tiny_tokenizer, seed=3), LoraSection(enabled=True, r=4, alpha=8))
+    assert not sparse_tied_embedding_grad(lora)  # the embedding is frozen under LoRA
+    assert not lora.get_input_embeddings().sparse
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_tokenizer):
+    return tiny_model_dir(tmp_path_factory.mktemp("model"), tiny_tokenizer)
+
+
+def test_a_sparse_embedding_run_equals_a_dense_run(tmp_path, model_dir):
+    results = {}
+    for sparse in (True, False):
+        config = tiny_config(tmp_path, model_dir, run={"name": f"sparse-{sparse}"}, optim=SMALL_LR,
+                             train={"max_steps": 3, "grad_accum": 2, "batch_size": 2,
+                                    "sparse_embedding_grad": sparse})
+        results[sparse] = loop.train(config)
+    ours, plain = results[True].run_dir, results[False].run_dir
+    assert read_manifest(ours)["config"]["train"]["sparse_embedding_grad"] is True
+    assert _losses(ours) == pytest.approx(_losses(plain), rel=1e-5)
+    assert len(_losses(ours)) == 3
+    assert _max_weight_difference(_weights(ours), _weights(plain)) < 1e-6
