@@ -34,9 +34,9 @@ CpuMatmul = Literal["auto", "onednn", "torch"]
 
 # oneDNN and torch's ideep layer each keep up to 1,024 compiled kernels, one per product shape, and
 # packed rows give a new shape almost every step: a 31-minute full fine-tune of SmolLM2 grew from
-# 5.7 to 7.7 GiB resident before the caches filled. Capped at 32 entries, a 150-step run of it
-# stayed at 4.4-5.0 GiB, no slower, and a synthetic loop of changing shapes at 362 MiB (against
-# 1,666 uncapped) at the same speed. Both are
+# 5.7 to 7.7 GiB resident before the caches filled. Capped at 32 entries, a 34-minute run of it
+# peaked at 4.7-5.2 GiB in every 5-minute window, no slower, and a synthetic loop of changing
+# shapes stayed at 362 MiB (against 1,666 uncapped) at the same speed. Both are
 # read once, at the first oneDNN product, so they are set here, before any; a value the user
 # exported wins.
 PRIMITIVE_CACHE_CAPACITY = "32"
