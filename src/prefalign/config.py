@@ -158,7 +158,7 @@ class TrainSection:
     sparse_embedding_grad: when the input embedding is tied to the output projection and trains
     (a full fine-tune of SmolLM2, say), its gradient goes as the rows of the batch's tokens into
     the projection's dense gradient, instead of a zeroed (V × H) gradient of its own added to it
-    (same gradient up to float32 summation order; ~4% faster steps on SmolLM2 on CPU)."""
+    (same gradient up to float32 summation order; full fine-tunes of SmolLM2 2-5% faster here)."""
 
     batch_size: int = 4
     grad_accum: int = 1

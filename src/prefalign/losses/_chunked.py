@@ -9,7 +9,8 @@ backward's recomputed logits and the softmax. The backward's two products from t
 gradient (to the rows and to the weight) run in autocast's dtype, as autocast runs every other
 layer's backward products: the gradient g·(onehot − softmax) is rounded once to bfloat16 (2^-9
 relative), the products accumulate in float32 and the weight's gradient is summed over chunks in
-float32. On a 2-core AMD EPYC this halves the two products' time (bfloat16 runs ~2x float32).
+float32. On SmolLM2 on a 2-core AMD EPYC this cut the projection's backward from 559 to 440 ms a
+step (bfloat16 products run 2-4x the float32 ones there, the weight gradient's most).
 """
 
 from __future__ import annotations
