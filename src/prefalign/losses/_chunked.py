@@ -70,13 +70,15 @@ class ChunkedTokenLogps(torch.autograd.Function):
             grad_logits.mul_(-grad_chunk[:, None])
             grad_logits.scatter_add_(1, targets[start:stop, None], grad_chunk[:, None])
             grad_logits = products.backward_operand(grad_logits)
-            del logits  # a rounded copy replaces it under autocast: one (n × V) float32 block less
+            del logits  # under autocast on oneDNN's path (fresh logits per chunk) this frees them
             if grad_rows is not None:
                 grad_rows[start:stop] = products.grad_rows(grad_logits)  # (n, H)
             if need_weight:
                 grad_weight = products.add_grad_weight(grad_weight, grad_logits, rows_chunk)
-        if need_weight and grad_weight is None:  # no rows: a dense zero, never None (a tied
-            grad_weight = torch.zeros_like(weight)  # sparse embedding gradient needs a sum)
+        if need_weight and grad_weight is None:
+            # no rows: a dense zero rather than None, so a tied embedding's sparse rows are
+            # added to a dense gradient (see train.scorer.sparse_tied_embedding_grad)
+            grad_weight = torch.zeros_like(weight)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         return grad_rows, grad_weight, None, None
