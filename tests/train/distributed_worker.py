@@ -10,9 +10,13 @@ import sys
 
 from prefalign.config import config_from_dict
 from prefalign.train.loop import train
+from prefalign.train.run import end_processes
 
 if __name__ == "__main__":
     with open(sys.argv[1], encoding="utf-8") as handle:
         config = config_from_dict(json.load(handle))
-    result = train(config)
+    try:
+        result = train(config)
+    finally:
+        end_processes()  # as `prefalign train` does
     print(f"rank-done outcome={result.outcome} steps={result.steps}", flush=True)

@@ -66,6 +66,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(config_yaml(config), end="")
         return 0
     from prefalign.train.loop import train  # torch, transformers: only when training
+    from prefalign.train.run import end_processes
 
     try:
         result = train(config, resume=args.resume)
@@ -77,6 +78,8 @@ def run_train(args: argparse.Namespace) -> int:
               f"(from the last checkpoint in {Path(config.run.output_dir) / config.run.name})",
               file=sys.stderr)
         return 130
+    finally:
+        end_processes()
     return _exit_code(result)
 
 
