@@ -158,7 +158,10 @@ class TrainSection:
     sparse_embedding_grad: when the input embedding is tied to the output projection and trains
     (a full fine-tune of SmolLM2, say), its gradient goes as the rows of the batch's tokens into
     the projection's dense gradient, instead of a zeroed (V × H) gradient of its own added to it
-    (same gradient up to float32 summation order; full fine-tunes of SmolLM2 2-5% faster here)."""
+    (same gradient up to float32 summation order; full fine-tunes of SmolLM2 2-5% faster here;
+    not under fsdp, whose gradients are dense shards).
+    fsdp: shard the policy's parameters, gradients and optimiser state over the processes of
+    the launch with PyTorch FSDP2 (docs/distributed.md); a no-op on one process."""
 
     batch_size: int = 4
     grad_accum: int = 1
@@ -179,6 +182,7 @@ class TrainSection:
     attention_blocks: bool = True
     cpu_matmul: Literal["auto", "onednn", "torch"] = "auto"
     sparse_embedding_grad: bool = True
+    fsdp: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Entry point for the multi-process test: `torchrun ... distributed_worker.py CONFIG.json`.
+"""Entry point for the multi-process tests: `torchrun ... distributed_worker.py CONFIG.json
+[--resume]`.
 
 Trains the config (a `Config.to_dict()` in JSON) unchanged; the run directory holds the result.
 """
@@ -16,7 +17,7 @@ if __name__ == "__main__":
     with open(sys.argv[1], encoding="utf-8") as handle:
         config = config_from_dict(json.load(handle))
     try:
-        result = train(config)
+        result = train(config, resume="--resume" in sys.argv[2:])
     finally:
         end_processes()  # as `prefalign train` does
     print(f"rank-done outcome={result.outcome} steps={result.steps}", flush=True)

@@ -197,3 +197,26 @@ def test_saving_the_same_step_again_replaces_it(tiny_tokenizer, tmp_path):
     assert load_checkpoint(path, policy=model, optimizer=None, scheduler=None) == {
         "label": "second"}
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step-4"]
+
+
+def test_gathered_weights_are_written_as_a_plain_save_writes_them(tiny_tokenizer, tmp_path):
+    """A sharded run passes whole tensors gathered as copies (tied names each with its own);
+    the file holds the same names and values as `save_model` writes for the live model."""
+    from safetensors.torch import load_file
+
+    model, optimizer, scheduler = _build(tiny_tokenizer, lora=False, seed=0)
+    plain = save_checkpoint(tmp_path / "plain", 1, policy=model, optimizer=optimizer,
+                            scheduler=scheduler, position={}, keep_last=1)
+    copies = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    assert {"lm_head.weight", "model.embed_tokens.weight"} <= copies.keys()  # tied
+    by_name = {"state": {}, "param_groups": [{"lr": 1e-2, "params": sorted(copies)}]}
+    gathered = save_checkpoint(tmp_path / "gathered", 1, policy=model, optimizer=optimizer,
+                               scheduler=scheduler, position={}, keep_last=1,
+                               weights=copies, optimizer_state=by_name)
+    written = load_file(str(gathered / "model.safetensors"))
+    expected = load_file(str(plain / "model.safetensors"))
+    assert written.keys() == expected.keys() and len(written) == len(copies) - 1
+    assert all(torch.equal(written[name], expected[name]) for name in expected)
+    # Optimiser state keyed by name comes only from a sharded run: refused without train.fsdp.
+    with pytest.raises(ValueError, match="saved with train.fsdp; resume it with"):
+        load_checkpoint(gathered, policy=model, optimizer=optimizer, scheduler=scheduler)

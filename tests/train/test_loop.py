@@ -241,3 +241,24 @@ def test_fused_adamw_equals_the_plain_loop(tiny_tokenizer, dtype):
         torch.testing.assert_close(fused, plain, **tolerance, msg=name)
         moved |= not torch.equal(fused, start[name])
     assert moved
+
+
+def test_accelerate_fsdp_and_deepspeed_configs_are_refused_with_what_to_use():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    for kind, hint in ((DistributedType.FSDP, "set train.fsdp: true"),
+                       (DistributedType.DEEPSPEED, "does not support")):
+        with pytest.raises(ConfigError, match=hint):
+            run_module._refuse_accelerate_sharding(SimpleNamespace(distributed_type=kind))
+    run_module._refuse_accelerate_sharding(SimpleNamespace(distributed_type=DistributedType.NO))
+
+
+@pytest.mark.parametrize(("pairs", "world", "size", "rounds"),
+                         [(11, 2, 5, 2), (10, 2, 5, 1), (3, 4, 8, 1), (17, 3, 2, 3)])
+def test_sharded_evaluation_runs_the_largest_share_s_batches(pairs, world, size, rounds):
+    from prefalign.train.heldout import batch_rounds
+
+    shares = torch.arange(pairs).tensor_split(world)  # as score_heldout splits the split
+    assert batch_rounds(pairs, world, size) == rounds == max(len(s.split(size)) for s in shares)

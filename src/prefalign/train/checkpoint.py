@@ -3,6 +3,7 @@
 Layout of `run_dir/checkpoints/step-N/`:
   model.safetensors or adapter.safetensors   the whole model, or the LoRA adapter weights only
   optimizer.pt                               optimizer.state_dict(), read back weights_only
+                                             (under train.fsdp: whole tensors keyed by name)
   scheduler.json (scheduler.pt as fallback)  scheduler.state_dict()
   rng.pt                                     python, numpy, torch CPU and CUDA generator states
   position.json                              the loop's data position (step, epoch, batch, ...)
@@ -12,6 +13,10 @@ A checkpoint is assembled in `checkpoints/.tmp-step-N` (each file fsynced) and r
 so a crash while saving leaves the previous checkpoint untouched. `latest_checkpoint` picks only
 directories whose COMPLETE marker lists files that are all present at their recorded sizes, which
 also rules out half-copied run directories. Nothing is unpickled: torch files load weights_only.
+
+A sharded policy (`train.fsdp`) is saved from whole tensors gathered beforehand on every process
+(`sharding.full_model_state` / `full_optimizer_state`, passed as `weights` / `optimizer_state`),
+in the same files and layout, and read back into its shards.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from prefalign.atomic import replace_dir, write_json_atomic
+from prefalign.train.sharding import is_sharded, load_full_model_state, load_full_optimizer_state
 
 CHECKPOINTS = "checkpoints"
 MARKER = "COMPLETE"
@@ -48,11 +54,14 @@ def save_checkpoint(
     scheduler: Any,
     position: dict,
     keep_last: int,
+    weights: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
     """Write `checkpoints/step-{step}` atomically, then prune all but the newest `keep_last`.
 
     `policy` is the unwrapped model: a peft PeftModel (only the adapter is saved) or a plain
-    transformers model (all of it). Call it on the main process only.
+    transformers model (all of it). Call it on the main process only. For a sharded policy pass
+    the gathered `weights` and `optimizer_state`, which are written instead.
     """
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
@@ -62,8 +71,8 @@ def save_checkpoint(
     staging = root / f".tmp-step-{step}"
     staging.mkdir()
     try:
-        kind = _write_weights(staging, policy)
-        _write_optimizer(staging, optimizer)
+        kind = _write_weights(staging, policy, weights)
+        _write_optimizer(staging, optimizer, optimizer_state)
         _write_scheduler(staging, scheduler)
         _write_rng(staging)
         write_json_atomic(position, staging / "position.json")
@@ -98,10 +107,10 @@ def load_checkpoint(
     marker = _read_marker(path)
     if marker is None:
         raise ValueError(f"{path} is not a complete checkpoint (missing or mismatched {MARKER})")
-    _load_weights(path, policy, marker["kind"])
+    sharded = is_sharded(policy)
+    _load_weights(path, policy, marker["kind"], sharded)
     if optimizer is not None:
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu",
-                                             weights_only=True))
+        _load_optimizer(path, policy, optimizer, sharded)
     if scheduler is not None:
         scheduler.load_state_dict(_read_scheduler(path))
     _restore_rng(torch.load(path / "rng.pt", map_location="cpu", weights_only=True))
@@ -127,23 +136,37 @@ def _is_peft(policy: nn.Module) -> bool:
     return isinstance(policy, PeftModel)
 
 
-def _write_weights(directory: Path, policy: nn.Module) -> str:
+def _write_weights(directory: Path, policy: nn.Module, weights: dict | None) -> str:
     if _is_peft(policy):
         from peft import get_peft_model_state_dict
 
         adapter = {name: tensor.detach().contiguous()
-                   for name, tensor in get_peft_model_state_dict(policy).items()}
+                   for name, tensor in get_peft_model_state_dict(policy, weights).items()}
         save_file(adapter, str(directory / ADAPTER_WEIGHTS))
         _fsync(directory / ADAPTER_WEIGHTS)
         return "lora"
-    # save_model drops the duplicate names of tied tensors (embeddings shared with the head).
-    save_model(policy, str(directory / FULL_WEIGHTS))
+    if weights is None:
+        # save_model drops the duplicate names of tied tensors (embeddings shared with the head).
+        save_model(policy, str(directory / FULL_WEIGHTS))
+    else:  # gathered copies: drop the same names save_model would
+        dropped = {name for group in _tied_names(policy) for name in sorted(group)[1:]}
+        save_file({name: tensor.contiguous() for name, tensor in weights.items()
+                   if name not in dropped}, str(directory / FULL_WEIGHTS))
     _fsync(directory / FULL_WEIGHTS)
     return "full"
 
 
-def _write_optimizer(directory: Path, optimizer: torch.optim.Optimizer) -> None:
-    torch.save(optimizer.state_dict(), directory / "optimizer.pt")
+def _tied_names(policy: nn.Module) -> list[list[str]]:
+    """Groups of state-dict names that share one tensor (tied weights), each of 2+ names."""
+    groups: dict[int, list[str]] = {}
+    for name, tensor in policy.state_dict(keep_vars=True).items():
+        groups.setdefault(id(tensor), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
+
+
+def _write_optimizer(directory: Path, optimizer: torch.optim.Optimizer,
+                     state: dict[str, Any] | None) -> None:
+    torch.save(optimizer.state_dict() if state is None else state, directory / "optimizer.pt")
     _fsync(directory / "optimizer.pt")
 
 
@@ -245,11 +268,14 @@ def _remove_leftovers(root: Path) -> None:
 # --- readers ---
 
 
-def _load_weights(directory: Path, policy: nn.Module, kind: str) -> None:
+def _load_weights(directory: Path, policy: nn.Module, kind: str, sharded: bool) -> None:
     lora = _is_peft(policy)
     if (kind == "lora") != lora:
         wanted = "a LoRA (peft) model" if kind == "lora" else "a full model without LoRA"
         raise ValueError(f"{directory} holds {kind} weights; build {wanted} to load it into")
+    if sharded:
+        _load_sharded_weights(directory, policy, lora)
+        return
     device = next(policy.parameters()).device
     if not lora:
         load_model(policy, str(directory / FULL_WEIGHTS), strict=True, device=str(device))
@@ -261,6 +287,46 @@ def _load_weights(directory: Path, policy: nn.Module, kind: str) -> None:
     if result.unexpected_keys:
         raise ValueError(f"{directory}: adapter tensors the model does not have: "
                          f"{sorted(result.unexpected_keys)[:5]}")
+
+
+def _load_sharded_weights(directory: Path, policy: nn.Module, lora: bool) -> None:
+    """Read the whole tensors on this process and load them into its shards."""
+    if not lora:
+        weights = load_file(str(directory / FULL_WEIGHTS))
+        for group in _tied_names(policy):
+            kept = sorted(group)[0]
+            weights.update({name: weights[kept] for name in group if kept in weights})
+        load_full_model_state(policy, weights)
+        return
+    from peft import get_peft_model_state_dict
+
+    saved = load_file(str(directory / ADAPTER_WEIGHTS))
+    # peft's names in the file -> the model's own names, through peft's renaming.
+    live = policy.state_dict(keep_vars=True)
+    name_of = {id(tensor): name for name, tensor in live.items()}
+    renamed = {saved_name: name_of[id(tensor)]
+               for saved_name, tensor in get_peft_model_state_dict(policy, live).items()}
+    if set(renamed) != set(saved):
+        raise ValueError(f"{directory}: the adapter does not match the model's LoRA layers "
+                         f"({sorted(set(renamed) ^ set(saved))[:5]})")
+    load_full_model_state(policy, {renamed[name]: tensor for name, tensor in saved.items()},
+                          strict=False)
+
+
+def _load_optimizer(directory: Path, policy: nn.Module, optimizer: torch.optim.Optimizer,
+                    sharded: bool) -> None:
+    state = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)
+    groups = state.get("param_groups", [])
+    names = [*state.get("state", {}), *(name for group in groups for name in group["params"])]
+    by_name = any(isinstance(name, str) for name in names)  # else positions (state_dict())
+    if by_name != sharded:
+        saved, now = ("with", "without") if by_name else ("without", "with")
+        raise ValueError(f"{directory} was saved {saved} train.fsdp; resume it {saved} "
+                         f"train.fsdp, not {now}")
+    if sharded:
+        load_full_optimizer_state(policy, optimizer, state)
+    else:
+        optimizer.load_state_dict(state)
 
 
 def _read_scheduler(directory: Path) -> dict:

@@ -1,8 +1,11 @@
 """Scoring the held-out split during training: eval mode, no gradients, shared over processes.
 
-Each process scores a contiguous share of the split with the unwrapped policy (no collective
-inside the forward, so shares may differ in size), then the per-pair numbers are gathered and
-put back in split order before `evaluate.eval_metrics` summarises them.
+Each process scores a contiguous share of the split with the unwrapped policy, then the
+per-pair numbers are gathered and put back in split order before `evaluate.eval_metrics`
+summarises them. Under DDP the forward has no collective inside, so shares may differ in size;
+a sharded policy (`train.fsdp`) gathers its parameters in every forward, so there every process
+runs the same number of batches, the shorter shares topped up with batches whose results are
+dropped.
 
 Reference-free losses (SimPO, ORPO) have no reference to measure log-prob changes against, so
 the policy's own log-probs at step 0 stand in: one extra pass over the held-out split at the
@@ -46,15 +49,21 @@ def score_heldout(run: Run, split_name: str = "eval") -> Columns:
     # Shortest first, so that batches carry little padding.
     lengths = torch.tensor([_length(split.tokenized[i]) for i in share.tolist()])
     share = share[torch.argsort(lengths, stable=True)]
+    size = run.config.train.eval_batch_size
+    batches = list(share.split(size))
+    rounds = batch_rounds(len(split), world, size) if run.sharded else len(batches)
+    filler = share[:1] if len(share) else torch.zeros(1, dtype=torch.long)
     policy = run.accelerator.unwrap_model(run.scorer)
-    parts = []
+    parts, dropped = [], []
     with eval_mode(policy), torch.no_grad():
-        for indices in share.split(run.config.train.eval_batch_size):
-            batch = make_batch(split, indices, run.pad_token_id)
+        for round_ in range(max(rounds, 1)):
+            real = round_ < len(batches)
+            batch = make_batch(split, batches[round_] if real else filler, run.pad_token_id)
             batch = {k: v.to(run.accelerator.device) for k, v in batch.items()}
             output, logps, reference = forward_pairs(run, policy, batch, split_name)
-            parts.append(batch_columns(output, logps, reference, batch["index"]))
-    mine = concat_columns(parts) if parts else _empty(run, split_name)
+            columns = batch_columns(output, logps, reference, batch["index"])
+            (parts if real else dropped).append(columns)
+    mine = concat_columns(parts) if parts else {k: v[:0] for k, v in dropped[0].items()}
     columns = gather_columns(run.accelerator, mine)
     order = torch.argsort(columns["index"])
     return {name: value[order] for name, value in columns.items()}
@@ -84,16 +93,11 @@ def initial_eval_logps(run: Run, run_dir: Path, resuming: bool) -> PairLogps:
     return logps
 
 
+def batch_rounds(pairs: int, world: int, batch_size: int) -> int:
+    """Batches of the largest share when `pairs` are split over `world` processes."""
+    largest = -(-pairs // world)
+    return -(-largest // batch_size)
+
+
 def _length(pair) -> int:
     return len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
-
-
-def _empty(run: Run, split_name: str) -> Columns:
-    """Zero-row columns for a process whose share is empty (more processes than pairs)."""
-    split = run.splits[split_name]
-    batch = make_batch(split, [0], run.pad_token_id)
-    batch = {k: v.to(run.accelerator.device) for k, v in batch.items()}
-    policy = run.accelerator.unwrap_model(run.scorer)
-    with eval_mode(policy), torch.no_grad():
-        output, logps, reference = forward_pairs(run, policy, batch, split_name)
-    return {k: v[:0] for k, v in batch_columns(output, logps, reference, batch["index"]).items()}

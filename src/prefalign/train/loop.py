@@ -21,7 +21,15 @@ from prefalign.train.health import WINDOW, HealthMonitor, identity_loss
 from prefalign.train.heldout import evaluate, initial_eval_logps
 from prefalign.train.manifest import finish_manifest, update_manifest
 from prefalign.train.progress import Progress, format_summary
-from prefalign.train.run import Position, Run, check_run_config, open_records, open_run
+from prefalign.train.run import (
+    Position,
+    Run,
+    check_run_config,
+    open_records,
+    open_run,
+    whole_copy,
+)
+from prefalign.train.sharding import full_model_state, full_optimizer_state
 from prefalign.train.step import NonFiniteLoss, apply_update, train_metrics, train_step
 
 
@@ -127,11 +135,16 @@ def _check_health(run: Run, position: Position, health: HealthMonitor,
 def _save(run: Run, position: Position) -> None:
     position.early_stopping = run.stopping.state()
     position.last_save_step = position.global_step
+    policy = run.accelerator.unwrap_model(run.scorer).model
+    weights = optimizer_state = None
+    if run.sharded:  # every process takes part in gathering the whole tensors
+        weights = full_model_state(policy)
+        optimizer_state = full_optimizer_state(policy, run.optimizer)
     if run.is_main:
-        save_checkpoint(run.run_dir, position.global_step,
-                        policy=run.accelerator.unwrap_model(run.scorer).model,
+        save_checkpoint(run.run_dir, position.global_step, policy=policy,
                         optimizer=run.optimizer, scheduler=run.scheduler,
-                        position=position.to_dict(), keep_last=run.config.train.keep_last)
+                        position=position.to_dict(), keep_last=run.config.train.keep_last,
+                        weights=weights, optimizer_state=optimizer_state)
     run.accelerator.wait_for_everyone()
 
 
@@ -167,8 +180,11 @@ def _finish(run: Run, position: Position, progress: Progress, health: HealthMoni
         _save(run, position)
     progress.close()
     final = None
+    policy = run.accelerator.unwrap_model(run.scorer).model
+    if run.sharded:  # gathered on every process; the main process saves a whole copy
+        policy = whole_copy(run.config, policy)
     if run.is_main:
-        final = save_final(run.accelerator.unwrap_model(run.scorer).model, run.loaded.tokenizer,
+        final = save_final(policy, run.loaded.tokenizer,
                            run.run_dir / "final", merge=run.config.lora.merge_on_save,
                            base_is_gguf=run.loaded.source.gguf_file is not None)
     result = RunResult(run.run_dir, outcome, position.global_step, position.last_eval or {},

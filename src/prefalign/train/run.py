@@ -33,6 +33,7 @@ from prefalign.train.optim import build_optimizer, build_scheduler
 from prefalign.train.reference import Reference, build_reference
 from prefalign.train.scorer import sparse_tied_embedding_grad
 from prefalign.train.scoring import build_scorer
+from prefalign.train.sharding import full_model_state, shard
 from prefalign.train.stopping import EarlyStopping, metric_key
 
 
@@ -77,7 +78,7 @@ class Run:
     run_dir: Path
     loaded: LoadedModel
     splits: dict[str, TokenizedSplit]
-    scorer: nn.Module  # build_scorer(...), wrapped by accelerate (DDP) when distributed
+    scorer: nn.Module  # build_scorer(...), wrapped by accelerate (DDP) or sharded (FSDP2)
     trainable: list[nn.Parameter]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
@@ -92,6 +93,7 @@ class Run:
     initial_eval: PairLogps | None = None  # step-0 policy log-probs, reference-free losses only
     resumed_from: Path | None = None
     resume_requested: bool = False
+    sharded: bool = False  # train.fsdp on more than one process: the scorer is FSDP2-sharded
     _permutations: dict[int, torch.Tensor] = field(default_factory=dict)
 
     @property
@@ -145,6 +147,7 @@ def make_accelerator(config: Config) -> Any:
     if config.train.threads is not None:
         torch.set_num_threads(config.train.threads)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    _refuse_accelerate_sharding(accelerator)
     set_seed(config.run.seed)
     if accelerator.device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -152,6 +155,18 @@ def make_accelerator(config: Config) -> Any:
         # costs time on each allocation; the algorithms stay deterministic without it.
         torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
     return accelerator
+
+
+def _refuse_accelerate_sharding(accelerator: Any) -> None:
+    """accelerate's own FSDP and DeepSpeed wrappers do not fit the engine (docs/distributed.md)."""
+    kind = str(accelerator.distributed_type).rsplit(".", 1)[-1]
+    if kind == "FSDP":
+        raise ConfigError("the accelerate config selects FSDP; prefalign shards the model "
+                          "itself: launch with a plain multi-process config (distributed_type: "
+                          "MULTI_GPU) and set train.fsdp: true")
+    if kind == "DEEPSPEED":
+        raise ConfigError("the accelerate config selects DeepSpeed, which prefalign does not "
+                          "support; use train.fsdp: true for sharding (docs/distributed.md)")
 
 
 def end_processes() -> None:
@@ -179,7 +194,11 @@ def open_run(config: Config, resume: bool) -> tuple[Run, Position]:
     _steps_per_epoch(config, splits, accelerator)  # before a precomputed reference's pass
     scorer = build_scorer(loaded.model, config.train)
     reference = build_reference(config, loaded, scorer, splits, accelerator)
+    sharded = config.train.fsdp and accelerator.num_processes > 1
+    if sharded:  # before the optimiser is built: FSDP2 replaces the parameters with shards
+        shard(scorer, loaded.model, accelerator.device)
     run = _assemble(config, accelerator, run_dir, loaded, splits, scorer, reference)
+    run.sharded = sharded
     position = Position(global_batch=run.global_batch,
                         train_fingerprint=splits["train"].fingerprint)
     run.resume_requested = resume
@@ -187,10 +206,24 @@ def open_run(config: Config, resume: bool) -> tuple[Run, Position]:
         position = _restore(run, checkpoint, position)
         run.resumed_from = checkpoint
     # The scheduler stays unprepared: accelerate would step it once per process.
-    run.scorer, run.optimizer = accelerator.prepare(scorer, run.optimizer)
-    if config.train.sparse_embedding_grad:
-        sparse_tied_embedding_grad(loaded.model)  # after prepare: see its docstring
+    if sharded:
+        run.optimizer = accelerator.prepare(run.optimizer)
+    else:
+        run.scorer, run.optimizer = accelerator.prepare(scorer, run.optimizer)
+        if config.train.sparse_embedding_grad:
+            sparse_tied_embedding_grad(loaded.model)  # after prepare: see its docstring
     return run, position
+
+
+def whole_copy(config: Config, policy: nn.Module) -> nn.Module | None:
+    """On the main process, an unsharded copy of the sharded `policy` built from the config and
+    loaded with its gathered tensors (None on the others); run it on every process."""
+    weights = full_model_state(policy)
+    if torch.distributed.get_rank() != 0:
+        return None
+    copy = load_model(config.model, config.lora).model
+    copy.load_state_dict(weights, strict=True)
+    return copy
 
 
 def _assemble(

@@ -2,9 +2,9 @@
 
 Loss reduction: each micro-batch contributes Σ per-pair losses / P, P the pairs this process
 handles in the step (batch_size × grad_accum), so its accumulated gradient is the gradient of
-its mean loss; DDP averages the processes' gradients, which gives the gradient of the mean
-over the global batch. Metrics are computed from the per-pair numbers of every micro-batch of
-every process (gathered), never as a mean of per-batch means.
+its mean loss; DDP (or FSDP's reduce-scatter) averages the processes' gradients, which gives
+the gradient of the mean over the global batch. Metrics are computed from the per-pair numbers
+of every micro-batch of every process (gathered), never as a mean of per-batch means.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from prefalign.losses import LossOutput, PairLogps
 from prefalign.train.data import make_batch, model_inputs
 from prefalign.train.evaluate import PairRecords
 from prefalign.train.precision import policy_precision
+from prefalign.train.sharding import clip_gradients, gradient_sync
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -123,15 +124,23 @@ def train_step(run: Run, micro_batches: list[Tensor]) -> StepResult:
         batch = make_batch(split, indices, run.pad_token_id)
         batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
         last = j == len(micro_batches) - 1
-        # Gradients are all-reduced once, on the last micro-batch of the step.
-        with contextlib.nullcontext() if last else accelerator.no_sync(run.scorer):
+        with _sync_gradients(run, last):
             output, policy, reference = forward_pairs(run, run.scorer, batch, "train")
             accelerator.backward(output.losses.sum() / per_process)
         parts.append(batch_columns(output, policy, reference, batch["index"]))
     columns = gather_columns(accelerator, concat_columns(parts))
-    max_norm = run.config.optim.max_grad_norm
-    norm = accelerator.clip_grad_norm_(run.trainable, max_norm if max_norm else float("inf"))
+    max_norm = run.config.optim.max_grad_norm or float("inf")
+    if run.sharded:
+        return StepResult(columns, clip_gradients(run.trainable, max_norm))
+    norm = accelerator.clip_grad_norm_(run.trainable, max_norm)
     return StepResult(columns, float(norm))
+
+
+def _sync_gradients(run: Run, last: bool) -> contextlib.AbstractContextManager:
+    """Gradients are reduced over processes once, on the last micro-batch of the step."""
+    if run.sharded:
+        return gradient_sync(run.scorer, last)
+    return contextlib.nullcontext() if last else run.accelerator.no_sync(run.scorer)
 
 
 def apply_update(run: Run, result: StepResult, step: int) -> bool:
