@@ -134,9 +134,10 @@ def score_pairs(
     sums = token_logps.new_zeros(sequences)  # (2B,)
     sums = sums.index_add(0, layout.sequence_index, token_logps)
     batch = layout.num_pairs
+    chosen, rejected = sums.split(batch)  # views of sums
     return PairLogps(
-        chosen=sums[:batch],
-        rejected=sums[batch:],
+        chosen=chosen.clone(),  # FSDP2 warns of views among a sharded module's outputs
+        rejected=rejected.clone(),
         chosen_count=layout.counts[:batch],
         rejected_count=layout.counts[batch:],
     )

@@ -42,8 +42,8 @@ class PairScorer(nn.Module):
         weight = output_weight(self.model)  # (V, H)
         logps = sequence_logps_from_hidden(hidden, weight, labels, chunk_size=self.chunk_size)
         return PairLogps(
-            chosen=logps.sum[:batch],
-            rejected=logps.sum[batch:],
+            chosen=logps.sum[:batch].clone(),  # FSDP2 warns of views among a sharded
+            rejected=logps.sum[batch:].clone(),  # module's outputs
             chosen_count=logps.count[:batch],
             rejected_count=logps.count[batch:],
         )
