@@ -52,7 +52,8 @@ class ModelSection:
     """source: a local HF directory (safetensors), a .gguf file, or an alias such as
     `smollm2-135m-instruct`. adapter: an existing LoRA adapter directory to start from (the
     reference is then the base model with that adapter, see README). trust_remote_code: off unless
-    you ask. gradient_checkpointing: trade compute for activation memory."""
+    you ask. gradient_checkpointing: trade compute for activation memory (each decoder block
+    recomputed in backward under the settings its forward pass ran with: train/recompute.py)."""
 
     source: str = "smollm2-135m-instruct"
     dtype: Dtype = "float32"

@@ -1,8 +1,8 @@
 """`train.fsdp`: two CPU processes (torchrun, gloo) with FSDP2-sharded parameters, gradients and
 optimiser state train exactly like one unsharded process with the same global batch: losses,
 held-out metrics, the checkpoint's whole weights and `final/`. Resuming a sharded run from its
-gathered checkpoint ends where the uninterrupted run does. Full fine-tune (tied embeddings) and
-LoRA with the adapter switched off as the reference.
+gathered checkpoint ends where the uninterrupted run does. Full fine-tune (tied embeddings,
+gradient checkpointing) and LoRA with the adapter switched off as the reference.
 
 Tolerance 1e-5, as for DDP (float32 sums in another order), or 1e-4 relative. The reward-length
 correlation gets 1e-2: after 3 steps at lr 1e-4 the LoRA rewards are below 1e-3, so the float32
@@ -79,10 +79,11 @@ def _same_run(one: Path, two: Path, weights: str) -> None:
 @pytest.mark.slow
 def test_sharded_full_fine_tune_equals_one_process_and_resumes(tmp_path, tiny_tokenizer):
     model_dir = tiny_model_dir(tmp_path, tiny_tokenizer)
-    sharded = tiny_config(tmp_path, model_dir, run={"name": "sharded"},
+    checkpointing = dict(model={"gradient_checkpointing": True})  # blocks recomputed, sharded
+    sharded = tiny_config(tmp_path, model_dir, run={"name": "sharded"}, **checkpointing,
                           **_sections(tmp_path, 3, batch_size=2, grad_accum=2, fsdp=True))
     _launch(tmp_path, sharded)
-    one = train(tiny_config(tmp_path, model_dir, run={"name": "one"},
+    one = train(tiny_config(tmp_path, model_dir, run={"name": "one"}, **checkpointing,
                             **_sections(tmp_path, 3, batch_size=8)))
     two = tmp_path / "runs" / "sharded"
     assert read_manifest(two)["schedule"]["processes"] == 2
@@ -93,7 +94,7 @@ def test_sharded_full_fine_tune_equals_one_process_and_resumes(tmp_path, tiny_to
     step2_two = load_file(str(two / "checkpoints" / "step-2" / "model.safetensors"))
     assert _max_difference(step2_one, step2_two) < 1e-5
 
-    _resume_ends_where_it_would_have(tmp_path, model_dir, "model.safetensors", {},
+    _resume_ends_where_it_would_have(tmp_path, model_dir, "model.safetensors", checkpointing,
                                      batch_size=2, grad_accum=2)
 
 

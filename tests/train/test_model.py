@@ -96,8 +96,9 @@ def test_lora_refuses_unknown_modules_and_names_the_real_ones(model_dir):
 def test_gradient_checkpointing_with_lora_still_trains(model_dir, tiny_tokenizer):
     section = ModelSection(source=str(model_dir), gradient_checkpointing=True)
     loaded = load_model(section, LoraSection(enabled=True, r=4))
-    base = loaded.model.get_base_model()
-    assert any(getattr(m, "gradient_checkpointing", False) for m in base.modules())
+    mlp_calls = []
+    loaded.model.get_base_model().model.layers[0].mlp.register_forward_pre_hook(
+        lambda *_: mlp_calls.append(1))
     loaded.model.train()
     ids = _tokens(tiny_tokenizer)  # (1, T)
     labels = ids.clone()
@@ -108,6 +109,7 @@ def test_gradient_checkpointing_with_lora_still_trains(model_dir, tiny_tokenizer
     # lora_B: lora_A's gradient is zero at the start, since B starts at zero
     grads = [p.grad for name, p in loaded.model.named_parameters() if "lora_B" in name]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    assert len(mlp_calls) == 2  # the block ran, then was recomputed in backward
 
 
 def _save_adapter(tmp_path: Path, tokenizer) -> Path:

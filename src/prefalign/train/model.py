@@ -23,6 +23,7 @@ from prefalign.config import LoraSection, ModelSection
 from prefalign.data.tokenizer import load_tokenizer
 from prefalign.sources import ModelSource, resolve_model_source
 from prefalign.train.gguf_cache import load_gguf_model
+from prefalign.train.recompute import recompute_blocks
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -81,7 +82,7 @@ def load_model(model: ModelSection, lora: LoraSection) -> LoadedModel:
     base = load_base_model(model, source)
     base_hash = weight_hash(base)
     if model.gradient_checkpointing:
-        _enable_gradient_checkpointing(base, with_lora=lora.enabled)
+        recompute_blocks(base)
     adapter_hash = None
     if model.adapter is not None:
         policy, adapter_hash = _continue_adapter(base, model.adapter, lora)
@@ -156,19 +157,6 @@ def _check_safetensors_only(directory: Path) -> None:
             f"model once in a trusted environment (model.save_pretrained(dir)) or use a GGUF file"
         )
     raise ModelLoadError(f"{directory}: no model weights (*.safetensors) found")
-
-
-def _enable_gradient_checkpointing(model: PreTrainedModel, *, with_lora: bool) -> None:
-    kwargs = {"use_reentrant": False}  # the reentrant variant drops grads of frozen-input layers
-    enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.x name
-    if enable is not None:
-        enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    model.config.use_cache = False
-    if with_lora:
-        # With frozen embeddings no checkpoint input would require grad; peft needs this hook.
-        model.enable_input_require_grads()
 
 
 def apply_lora(model: PreTrainedModel, lora: LoraSection) -> nn.Module:

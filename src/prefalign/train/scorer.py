@@ -60,6 +60,16 @@ def decoder_of(model: nn.Module) -> nn.Module:
     return causal_lm_of(model).get_decoder()
 
 
+def decoder_blocks(model: nn.Module) -> list[nn.Module]:
+    """The repeated blocks of the decoder (the `layers` of transformers' decoders)."""
+    blocks = getattr(decoder_of(model), "layers", None)
+    if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
+        name = type(causal_lm_of(model)).__name__
+        raise ValueError(f"cannot find the decoder blocks of {name} (no `layers` list in its "
+                         "decoder)")
+    return list(blocks)
+
+
 def output_weight(model: nn.Module) -> Tensor:
     """The output projection's weight (V, H); a bias on the projection is not supported."""
     head = causal_lm_of(model).get_output_embeddings()

@@ -23,12 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from prefalign.train.scorer import causal_lm_of, decoder_of
+from prefalign.train.scorer import decoder_blocks
 
 
 def shard(scorer: nn.Module, model: nn.Module, device: torch.device) -> None:
     """Shard `scorer` (which holds `model`) over the world: each decoder block is one FSDP2
-    unit, the scorer the root unit holding the rest. Needs an initialised process group."""
+    unit, the scorer the root unit holding the rest. Needs an initialised process group.
+    With `model.gradient_checkpointing`, only a block's `forward` is recomputed (recompute.py),
+    so the hooks that gather its parameters run once."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
@@ -36,16 +38,6 @@ def shard(scorer: nn.Module, model: nn.Module, device: torch.device) -> None:
     for block in decoder_blocks(model):
         fully_shard(block, mesh=mesh)
     fully_shard(scorer, mesh=mesh)
-
-
-def decoder_blocks(model: nn.Module) -> list[nn.Module]:
-    """The repeated blocks of the decoder (`layers` of transformers' decoders)."""
-    blocks = getattr(decoder_of(model), "layers", None)
-    if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
-        name = type(causal_lm_of(model)).__name__
-        raise ValueError(f"train.fsdp: cannot find the decoder blocks of {name} (no "
-                         "`layers` list in its decoder); shard it with DDP instead")
-    return list(blocks)
 
 
 def is_sharded(module: nn.Module) -> bool:

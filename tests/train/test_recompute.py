@@ -1,0 +1,116 @@
+"""`model.gradient_checkpointing`: each decoder block is recomputed in backward, and the result is
+the plain one — for the packed scorer (per-pair block attention on and off), the padded one, the
+oneDNN route of float32 products and bfloat16 autocast, with and without LoRA.
+
+Recomputation replays the same operations on the same inputs, so log-probs and gradients match
+the run without checkpointing to float32 rounding (1e-6; in practice equal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from run_helpers import tiny_config
+from safetensors.torch import load_file
+from test_packed import SHAPES, logps_and_grads, random_pairs
+from tiny_models import tiny_llama, tiny_model_dir
+
+from prefalign import onednn
+from prefalign.data.collate import collate_pairs
+from prefalign.train.logger import read_metrics
+from prefalign.train.loop import train
+from prefalign.train.packed import PackedPairScorer
+from prefalign.train.recompute import recompute_blocks
+from prefalign.train.scorer import PairScorer, decoder_blocks
+
+MATMULS = ["torch", *(["onednn"] if onednn.available() else [])]
+
+
+def _model(tokenizer, lora: bool, recompute: bool) -> torch.nn.Module:
+    model = tiny_llama(tokenizer)
+    if recompute:
+        recompute_blocks(model)
+    if lora:
+        torch.manual_seed(1)
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                                                 target_modules=["q_proj", "v_proj"]))
+    return model.train()
+
+
+def _block_calls(model: torch.nn.Module) -> list[int]:
+    """A counter per block of its MLP's calls (the recomputation calls it again; counted on
+    entry, since torch stops a recomputation once it has every tensor backward needs)."""
+    calls = [0] * len(decoder_blocks(model))
+    for i, block in enumerate(decoder_blocks(model)):
+        block.mlp.register_forward_pre_hook(lambda *_, i=i: calls.__setitem__(i, calls[i] + 1))
+    return calls
+
+
+@pytest.mark.parametrize("matmul", MATMULS)
+@pytest.mark.parametrize("scorer", ["blocks", "whole-row", "padded"])
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_recomputed_blocks_give_the_plain_logps_and_gradients(tiny_tokenizer, matmul, scorer,
+                                                               lora):
+    batch = collate_pairs(random_pairs(len(tiny_tokenizer), SHAPES), tiny_tokenizer.pad_token_id)
+    batch = {k: v for k, v in batch.items() if k != "index"}
+    results = []
+    for recompute in (False, True):
+        model = _model(tiny_tokenizer, lora, recompute)
+        wrap = (PairScorer(model) if scorer == "padded" else
+                PackedPairScorer(model, attention_blocks=scorer == "blocks"))
+        calls = _block_calls(model)
+        with onednn.cpu_matmul(matmul):
+            results.append(logps_and_grads(wrap, batch))
+        assert calls == [2 if recompute else 1] * len(calls)  # forward, then recomputed
+    (plain, plain_grads), (again, again_grads) = results
+    torch.testing.assert_close(again.chosen, plain.chosen, atol=1e-6, rtol=0)
+    torch.testing.assert_close(again.rejected, plain.rejected, atol=1e-6, rtol=0)
+    assert plain_grads.keys() == again_grads.keys() and plain_grads
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(again_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_recomputation_under_bfloat16_autocast_replays_it(tiny_tokenizer):
+    batch = collate_pairs(random_pairs(len(tiny_tokenizer), SHAPES), tiny_tokenizer.pad_token_id)
+    batch = {k: v for k, v in batch.items() if k != "index"}
+    results = []
+    for recompute in (False, True):
+        scorer = PackedPairScorer(_model(tiny_tokenizer, False, recompute))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            results.append(logps_and_grads(scorer, batch))
+    (plain, plain_grads), (again, again_grads) = results
+    torch.testing.assert_close(again.chosen, plain.chosen, atol=1e-6, rtol=0)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(again_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_no_recomputation_without_gradients_or_in_eval_mode(tiny_tokenizer):
+    model = _model(tiny_tokenizer, False, True)
+    calls = _block_calls(model)
+    batch = collate_pairs(random_pairs(len(tiny_tokenizer), SHAPES), tiny_tokenizer.pad_token_id)
+    batch = {k: v for k, v in batch.items() if k != "index"}
+    for context, mode in ((torch.no_grad(), "train"), (contextlib.nullcontext(), "eval")):
+        getattr(model, mode)()
+        with context:
+            logps = PackedPairScorer(model)(**batch)
+        logps.chosen.sum().backward() if logps.chosen.requires_grad else None
+    assert calls == [2] * len(calls)  # one forward each, no recomputation
+
+
+def test_a_run_with_gradient_checkpointing_equals_one_without(tmp_path, tiny_tokenizer):
+    """Whole runs (packed scorer, block attention, the default float32 route, held-out
+    evaluation): the same losses and final weights."""
+    model_dir = tiny_model_dir(tmp_path, tiny_tokenizer)
+    results = [train(tiny_config(tmp_path, model_dir, run={"name": f"checkpointing-{on}"},
+                                 model={"gradient_checkpointing": on},
+                                 train={"max_steps": 3, "eval_every": 3, "threads": 1}))
+               for on in (False, True)]
+    plain, again = (read_metrics(result.run_dir) for result in results)
+    assert [line["loss"] for line in again] == pytest.approx([line["loss"] for line in plain],
+                                                            abs=1e-6)
+    weights = [load_file(str(result.run_dir / "final" / "model.safetensors"))
+               for result in results]
+    assert max((weights[0][k] - weights[1][k]).abs().max().item() for k in weights[0]) < 1e-6
