@@ -65,12 +65,16 @@ def test_an_existing_run_is_not_overwritten(tmp_path, model_dir):
 
 
 def test_resume_with_more_steps_continues_the_run(tmp_path, model_dir):
-    first = tiny_config(tmp_path, model_dir, train={"max_steps": 2}, data={"eval": []})
-    train(first)
-    longer = tiny_config(tmp_path, model_dir, train={"max_steps": 4}, data={"eval": []})
+    """Linear decay: the first run ends its schedule at 0; the resumed steps follow the longer
+    schedule (1e-3 × (1 - step/4)), not the rate the checkpoint's run reached."""
+    sections = dict(data={"eval": []}, optim={"lr": 1e-3, "schedule": "linear"})
+    train(tiny_config(tmp_path, model_dir, train={"max_steps": 2}, **sections))
+    longer = tiny_config(tmp_path, model_dir, train={"max_steps": 4}, **sections)
     result = train(longer, resume=True)
     assert result.steps == 4
     assert [x["step"] for x in read_metrics(result.run_dir)] == [1, 2, 3, 4]
+    assert [x["lr"] for x in read_metrics(result.run_dir)] == \
+        pytest.approx([1e-3, 5e-4, 5e-4, 2.5e-4])
     manifest = read_manifest(result.run_dir)
     assert manifest["resumes"][0]["from_step"] == 2 and manifest["resumes"][0]["config_changed"]
 

@@ -49,6 +49,19 @@ def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: Sched
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))))
 
 
+def follow_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR) -> None:
+    """Set the learning rates this config's schedule gives at the scheduler's restored step.
+
+    A checkpoint restores the rates its own run reached, and a resumed run may have a longer
+    schedule (a larger `train.max_steps`): a linear decay that ended at 0 would otherwise train
+    the first resumed step at 0."""
+    step = scheduler.last_epoch
+    groups = scheduler.optimizer.param_groups
+    for group, base, factor in zip(groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * factor(step)
+    scheduler._last_lr = [group["lr"] for group in groups]  # what get_last_lr() reports
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, optim: OptimSection, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:

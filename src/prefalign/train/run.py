@@ -30,7 +30,7 @@ from prefalign.train.data import (
 from prefalign.train.logger import MetricsLogger
 from prefalign.train.manifest import MANIFEST, start_manifest
 from prefalign.train.model import LoadedModel, load_model
-from prefalign.train.optim import build_optimizer, build_scheduler
+from prefalign.train.optim import build_optimizer, build_scheduler, follow_schedule
 from prefalign.train.reference import Reference, build_reference
 from prefalign.train.scorer import sparse_tied_embedding_grad
 from prefalign.train.scoring import build_scorer
@@ -263,6 +263,7 @@ def _restore(run: Run, checkpoint: Path, fresh: Position) -> Position:
     """Load weights, optimiser, scheduler and RNG; refuse a checkpoint of other data or batch."""
     saved = load_checkpoint(checkpoint, policy=run.loaded.model, optimizer=run.optimizer,
                             scheduler=run.scheduler)
+    follow_schedule(run.scheduler)
     position = Position(**saved)
     for name, label in (("train_fingerprint", "training data (fingerprint)"),
                         ("global_batch", "global batch size")):
