@@ -138,7 +138,7 @@ def _save(run: Run, position: Position) -> None:
     policy = run.accelerator.unwrap_model(run.scorer).model
     weights = optimizer_state = None
     if run.sharded:  # every process takes part in gathering the whole tensors
-        weights = full_model_state(policy)
+        weights = full_model_state(policy, trainable_only=run.loaded.lora)
         optimizer_state = full_optimizer_state(policy, run.optimizer)
     if run.is_main:
         save_checkpoint(run.run_dir, position.global_step, policy=policy,

@@ -221,12 +221,16 @@ def open_run(config: Config, resume: bool) -> tuple[Run, Position]:
 
 def whole_copy(config: Config, policy: nn.Module) -> nn.Module | None:
     """On the main process, an unsharded copy of the sharded `policy` built from the config and
-    loaded with its gathered tensors (None on the others); run it on every process."""
-    weights = full_model_state(policy)
+    loaded with its gathered tensors (None on the others); run it on every process. With LoRA
+    only the adapter is gathered: the copy's frozen base is the one the run started from."""
+    lora = config.lora.enabled
+    weights = full_model_state(policy, trainable_only=lora)
     if torch.distributed.get_rank() != 0:
         return None
     copy = load_model(config.model, config.lora).model
-    copy.load_state_dict(weights, strict=True)
+    result = copy.load_state_dict(weights, strict=not lora)
+    if result.unexpected_keys:
+        raise ValueError(f"gathered weights the model lacks: {result.unexpected_keys[:5]}")
     return copy
 
 

@@ -70,13 +70,29 @@ def clip_gradients(parameters: Iterable[nn.Parameter], max_norm: float) -> float
     return float(norm)
 
 
-def full_model_state(model: nn.Module) -> dict[str, Tensor]:
+def full_model_state(model: nn.Module, trainable_only: bool = False) -> dict[str, Tensor]:
     """The whole state dict on the CPU of the main process ({} on the others); run it on every
-    process (it gathers). Tied parameters appear under each of their names."""
+    process (it gathers). Tied parameters appear under each of their names. `trainable_only`
+    gathers just the parameters that train (a LoRA adapter's), not the frozen base."""
+    if trainable_only:
+        return _gather_trainable(model)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_model_state_dict(model, options=options)
+
+
+def _gather_trainable(model: nn.Module) -> dict[str, Tensor]:
+    from torch.distributed.tensor import DTensor
+
+    main = torch.distributed.get_rank() == 0
+    state = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:  # the same names in the same order on every process
+            whole = parameter.full_tensor() if isinstance(parameter, DTensor) else parameter
+            if main:
+                state[name] = whole.detach().cpu()
+    return state
 
 
 def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
