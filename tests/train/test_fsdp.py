@@ -112,6 +112,22 @@ def _resume_ends_where_it_would_have(tmp_path: Path, model_dir: Path, weights: s
 
 
 @pytest.mark.slow
+def test_sharded_with_the_precomputed_reference_equals_one_process(tmp_path, tiny_tokenizer,
+                                                                   monkeypatch):
+    """The strategy docs/distributed.md advises under sharding: computed once by the main
+    process before sharding, read by both."""
+    monkeypatch.setenv("PREFALIGN_CACHE", str(tmp_path / "cache"))
+    model_dir = tiny_model_dir(tmp_path, tiny_tokenizer)
+    sections = dict(reference={"strategy": "precomputed"})
+    _launch(tmp_path, tiny_config(tmp_path, model_dir, run={"name": "sharded"}, **sections,
+                                  **_sections(tmp_path, 3, batch_size=4, fsdp=True)))
+    one = train(tiny_config(tmp_path, model_dir, run={"name": "one"}, **sections,
+                            **_sections(tmp_path, 3, batch_size=8)))
+    _same_run(one.run_dir, tmp_path / "runs" / "sharded", "model.safetensors")
+    assert read_manifest(tmp_path / "runs" / "one")["reference"]["splits"]["train"]["reused"]
+
+
+@pytest.mark.slow
 def test_sharded_lora_with_the_adapter_off_equals_one_process_and_resumes(tmp_path,
                                                                           tiny_tokenizer):
     model_dir = tiny_model_dir(tmp_path, tiny_tokenizer)
