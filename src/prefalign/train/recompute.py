@@ -1,16 +1,19 @@
 """Activation checkpointing of the decoder blocks (`model.gradient_checkpointing`).
 
 Each decoder block's `forward` runs under torch's non-reentrant checkpoint while training: its
-activations are dropped after the forward pass and recomputed in the backward pass. prefalign
-wraps the blocks itself instead of calling transformers' `gradient_checkpointing_enable`:
-- the recomputation must run what the forward pass ran, and two settings of prefalign's hold
-  only while the forward pass runs: the packed scorer's per-pair block attention
-  (`block_attention.split_attention`) and the oneDNN route of float32 products
-  (`onednn.cpu_matmul`, whose mode is not active when autograd recomputes). Recomputed without
-  them, the block saves other tensors, and torch refuses ("a different number of tensors was
-  saved", "different metadata"). The wrapper recomputes under the settings the forward saw.
-- only `forward` is recomputed, not the module's hooks: FSDP2 (`train.fsdp`) gathers a sharded
-  block's parameters in hooks around it, which must run once.
+activations are dropped after the forward pass and recomputed in the backward pass.
+
+prefalign wraps the blocks itself instead of calling transformers' `gradient_checkpointing_enable`
+because the recomputation must run what the forward pass ran, and two of prefalign's settings
+hold only while the forward pass runs: the packed scorer's per-pair block attention
+(`block_attention.split_attention`) and the oneDNN route of float32 products
+(`onednn.cpu_matmul`, whose mode is not active when autograd recomputes). Recomputed without
+them, a block saves other tensors and torch refuses ("a different number of tensors was saved",
+"different metadata"): with transformers' checkpointing, every such run failed in its first
+backward pass. The wrapper recomputes under the settings the forward pass saw.
+
+As in transformers, only `forward` is recomputed, not the module's hooks: FSDP2 (`train.fsdp`)
+gathers a sharded block's parameters in hooks around it, which must run once.
 """
 
 from __future__ import annotations
