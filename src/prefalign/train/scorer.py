@@ -85,9 +85,9 @@ def sparse_tied_embedding_grad(model: nn.Module) -> bool:
     added, which autograd then adds to the tied output projection's (V, H) gradient. As sparse
     rows, autograd adds just those rows to the projection's gradient (out of place: one copy,
     no zeroed tensor) before the parameter's `.grad` sees them, so `.grad` stays dense (AdamW,
-    clipping and DDP see no difference). Untied embeddings keep dense gradients: a sparse `.grad` of its own would
-    reach the optimiser. Call after `accelerate.prepare`: DDP reads the flag when it is built
-    and would then expect a sparse gradient.
+    clipping and DDP see no difference). Untied embeddings keep dense gradients: a sparse
+    `.grad` of its own would reach the optimiser. Call after `accelerate.prepare`: DDP reads
+    the flag when it is built and would then expect a sparse gradient.
     """
     lm = causal_lm_of(model)
     embedding, head = lm.get_input_embeddings(), lm.get_output_embeddings()
