@@ -161,6 +161,7 @@ def test_a_section_that_is_not_a_mapping_is_named():
 @pytest.mark.parametrize(("override", "expected"), [
     ("train.batch_size=0", "train.batch_size: must be > 0, got 0"),
     ("train.eval_every=-1", "train.eval_every: must be >= 0, got -1"),
+    ("train.logps_keep_mib=-1", "train.logps_keep_mib: must be >= 0, got -1"),
     ("optim.lr=.nan", "optim.lr: must be > 0, got nan"),
     ("optim.max_grad_norm=0", "optim.max_grad_norm: must be > 0"),
     ("data.limit_train=0", "data.limit_train: must be > 0"),

@@ -163,7 +163,11 @@ class TrainSection:
     (same gradient up to float32 summation order; full fine-tunes of SmolLM2 2-5% faster here;
     not under fsdp, whose gradients are dense shards).
     fsdp: shard the policy's parameters, gradients and optimiser state over the processes of
-    the launch with PyTorch FSDP2 (docs/distributed.md); a no-op on one process."""
+    the launch with PyTorch FSDP2 (docs/distributed.md); a no-op on one process.
+    logps_chunk_size: response rows projected to the vocabulary at a time. logps_keep_mib: MiB
+    of the projection's float32 softmax a training forward keeps for backward, which then skips
+    recomputing those chunks' logits (0: recompute all; 256 holds ~1,300 rows of a 49k
+    vocabulary: about one chunk more than recomputing holds at once)."""
 
     batch_size: int = 4
     grad_accum: int = 1
@@ -178,6 +182,7 @@ class TrainSection:
     early_stopping_patience: int = 0
     on_nan: Literal["stop", "skip"] = "stop"
     logps_chunk_size: int = 1024
+    logps_keep_mib: float = 256
     scorer: Literal["packed", "padded"] = "packed"
     threads: int | None = None
     autocast: Literal["off", "bfloat16"] = "off"
@@ -358,6 +363,7 @@ def check_config(config: Config) -> None:
         _positive(f"train.{name}", getattr(t, name))
     for name in ("eval_every", "save_every", "log_every", "early_stopping_patience"):
         _positive(f"train.{name}", getattr(t, name), allow_zero=True)
+    _positive("train.logps_keep_mib", t.logps_keep_mib, allow_zero=True)
     _positive("train.max_steps", t.max_steps)
     _positive("train.threads", t.threads)
     _positive("optim.lr", o.lr)

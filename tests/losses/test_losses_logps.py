@@ -9,7 +9,8 @@ import torch
 
 from prefalign import onednn
 from prefalign.losses import IGNORE_INDEX, PairLogps, sequence_logps, sequence_logps_from_hidden
-from prefalign.losses._chunked import ChunkedTokenLogps
+from prefalign.losses import _chunked
+from prefalign.losses._chunked import ChunkedTokenLogps, chunked_token_logps
 
 LN3 = math.log(3)
 
@@ -58,12 +59,13 @@ def _random_case(batch, length, hidden_size, vocab, seed, *, dtype=torch.float32
     return hidden.requires_grad_(True), weight.requires_grad_(True), labels
 
 
-def _values_and_grads(hidden, weight, labels, path, chunk_size):
+def _values_and_grads(hidden, weight, labels, path, chunk_size, keep_mib=0):
     hidden.grad = weight.grad = None
     if path == "plain":
         out = sequence_logps(hidden @ weight.t(), labels)
     else:
-        out = sequence_logps_from_hidden(hidden, weight, labels, chunk_size=chunk_size)
+        out = sequence_logps_from_hidden(hidden, weight, labels, chunk_size=chunk_size,
+                                         keep_mib=keep_mib)
     # distinct upstream weights per sequence, through both sum and mean
     upstream = torch.linspace(-1.0, 2.0, labels.shape[0], dtype=out.sum.dtype)
     ((out.sum * upstream).sum() + (out.mean * upstream.flip(0)).sum()).backward()
@@ -81,11 +83,12 @@ def _values_and_grads(hidden, weight, labels, path, chunk_size):
         ((2, 64, 8, 1000), 50, True),
     ],
 )
-def test_chunked_matches_plain(shape, chunk_size, all_scored):
+@pytest.mark.parametrize("keep_mib", [0, 1])  # 1 MiB keeps every chunk's softmax here
+def test_chunked_matches_plain(shape, chunk_size, all_scored, keep_mib):
     hidden, weight, labels = _random_case(*shape, seed=sum(shape), all_scored=all_scored)
     plain, plain_dh, plain_dw = _values_and_grads(hidden, weight, labels, "plain", chunk_size)
     chunked, chunked_dh, chunked_dw = _values_and_grads(
-        hidden, weight, labels, "chunked", chunk_size
+        hidden, weight, labels, "chunked", chunk_size, keep_mib
     )
     assert chunked.count.tolist() == plain.count.tolist()
     for got, want in [
@@ -118,10 +121,71 @@ def test_chunked_gradcheck_float64():
     assert torch.autograd.gradcheck(sums_and_means, (hidden, weight))
     rows = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
     targets = torch.randint(0, 6, (7,))
-    assert torch.autograd.gradcheck(
-        lambda r, w: ChunkedTokenLogps.apply(r, w, targets, 2),
-        (rows, weight[:6, :3].detach().clone().requires_grad_()),
-    )
+    for keep_mib in (0, 1e-4):  # 1e-4 MiB (104 bytes): the first 2-row chunk's softmax only
+        assert torch.autograd.gradcheck(
+            lambda r, w: ChunkedTokenLogps.apply(r, w, targets, 2, keep_mib),
+            (rows, weight[:6, :3].detach().clone().requires_grad_()),
+        )
+
+
+def _spy_kept(monkeypatch):
+    """Record how many chunks each forward's `_KeptSoftmax` held at its end."""
+    kept = []
+    original = _chunked._KeptSoftmax.offer
+
+    def offer(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if not kept or kept[-1][0] is not self:
+            kept.append([self, 0])
+        kept[-1][1] = len(self.chunks)
+
+    monkeypatch.setattr(_chunked._KeptSoftmax, "offer", offer)
+    return kept
+
+
+@pytest.mark.parametrize("backend", ["torch", "onednn"] if onednn.available() else ["torch"])
+def test_kept_softmax_spares_the_recomputation_at_the_same_gradients(backend, monkeypatch):
+    """A budget of 2.5 chunks keeps the first two (the third does not fit, so none after it);
+    backward uses them and recomputes the rest: the same log-probs and gradients, to the bit
+    (recomputation rebuilds the softmax exactly as forward did); a second backward
+    (retain_graph) finds them used and recomputes, to the same gradients."""
+    kept = _spy_kept(monkeypatch)
+    generator = torch.Generator().manual_seed(5)
+    rows = torch.randn(40, 16, generator=generator, requires_grad=True)
+    weight = torch.randn(300, 16, generator=generator, requires_grad=True)
+    targets = torch.randint(0, 300, (40,), generator=generator)
+    upstream = torch.randn(40, generator=generator)
+    chunk_mib = 7 * 300 * 4 / 2**20
+
+    def run(keep_mib, backwards=1):
+        results = []
+        with onednn.cpu_matmul(backend):
+            logps = chunked_token_logps(rows, weight, targets, 7, keep_mib)
+            for i in range(backwards):
+                rows.grad = weight.grad = None
+                (logps * upstream).sum().backward(retain_graph=i + 1 < backwards)
+                results.append((rows.grad.clone(), weight.grad.clone()))
+        return logps.detach(), results
+
+    plain, [(plain_rows, plain_weight)] = run(0)
+    assert kept[-1][1] == 0
+    logps, grads = run(2.5 * chunk_mib, backwards=2)
+    assert kept[-1][1] == 2
+    assert torch.equal(logps, plain)
+    for got_rows, got_weight in grads:
+        assert torch.equal(got_rows, plain_rows) and torch.equal(got_weight, plain_weight)
+
+
+def test_nothing_is_kept_without_grad(monkeypatch):
+    """Evaluation and reference passes (no_grad) keep no softmax whatever the budget."""
+    kept = _spy_kept(monkeypatch)
+    rows, weight = torch.randn(20, 8), torch.randn(50, 8, requires_grad=True)
+    targets = torch.randint(0, 50, (20,))
+    with torch.no_grad():
+        chunked_token_logps(rows, weight, targets, 4, keep_mib=1)
+    assert kept[-1][1] == 0
+    chunked_token_logps(rows, weight, targets, 4, keep_mib=1)
+    assert kept[-1][1] == 5
 
 
 def test_chunked_with_frozen_weight_and_no_response_tokens():
@@ -162,8 +226,9 @@ def test_shape_errors_name_the_argument():
 
 @pytest.mark.parametrize("backend", ["torch", "onednn"] if onednn.available() else ["torch"])
 @pytest.mark.parametrize("chunk_size", [1024, 7])
+@pytest.mark.parametrize("keep_mib", [0, 1])  # kept softmax is float32: the same rounding
 def test_chunked_under_autocast_keeps_logps_float32_and_rounds_gradient_products(
-        chunk_size, backend):
+        chunk_size, backend, keep_mib):
     """Under bfloat16 autocast the log-probs are the float32 ones exactly; the gradients are the
     products of g·(onehot − softmax) and W rounded once to bfloat16, accumulated in float32,
     with the weight's gradient summed over chunks in float32. Expected values: those rounded
@@ -180,7 +245,7 @@ def test_chunked_under_autocast_keeps_logps_float32_and_rounds_gradient_products
         rows.grad = weight.grad = None
         with onednn.cpu_matmul(backend):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-                logps = ChunkedTokenLogps.apply(rows, weight, targets, chunk_size)
+                logps = ChunkedTokenLogps.apply(rows, weight, targets, chunk_size, keep_mib)
             (logps * upstream).sum().backward()
         return logps.detach(), rows.grad.clone(), weight.grad.clone()
 

@@ -1,8 +1,10 @@
 """Token log-probs from hidden states and the output projection, a chunk of rows at a time.
 
-Forward keeps only the inputs and one log-sum-exp per row; backward recomputes each chunk's
-logits. Neither pass holds more than one (chunk × vocab) float32 block of logits. Inside
-`prefalign.onednn.cpu_matmul`, float32 CPU products run through oneDNN (`_Products`).
+Forward keeps the inputs and one log-sum-exp per row; backward recomputes each chunk's logits.
+Neither pass holds more than one (chunk × vocab) float32 block of logits, except what `keep_mib`
+allows: forward may keep the float32 softmax of its first chunks, up to that many MiB, and
+backward then uses it instead of recomputing those logits, its largest product. Inside `prefalign.onednn.cpu_matmul`, float32 CPU products
+run through oneDNN (`_Products`).
 
 Under autocast (`train.autocast`) the log-probs stay float32: the forward's logits, the
 backward's recomputed logits and the softmax. The backward's two products from the logits'
@@ -23,14 +25,28 @@ from torch import Tensor
 from prefalign import onednn
 
 
+def chunked_token_logps(rows: Tensor, weight: Tensor, targets: Tensor, chunk_size: int,
+                        keep_mib: float = 0) -> Tensor:
+    """`ChunkedTokenLogps.apply`, keeping softmax (`keep_mib`) only where a backward can follow:
+    under no_grad (evaluation, reference passes) nothing is kept."""
+    keep = keep_mib if torch.is_grad_enabled() else 0
+    return ChunkedTokenLogps.apply(rows, weight, targets, chunk_size, keep)
+
+
 class ChunkedTokenLogps(torch.autograd.Function):
-    """log softmax(h_n · Wᵀ)[y_n] for N rows h_n (N, H), weight W (V, H), targets y_n (N,)."""
+    """log softmax(h_n · Wᵀ)[y_n] for N rows h_n (N, H), weight W (V, H), targets y_n (N,).
+
+    keep_mib: MiB of softmax forward may keep for backward (0: recompute every chunk).
+    """
 
     @staticmethod
-    def forward(ctx: Any, rows: Tensor, weight: Tensor, targets: Tensor, chunk_size: int) -> Tensor:
+    def forward(ctx: Any, rows: Tensor, weight: Tensor, targets: Tensor, chunk_size: int,
+                keep_mib: float = 0) -> Tensor:
         token_logps = rows.new_empty(rows.shape[0], dtype=_compute_dtype(rows))  # (N,)
-        log_normalisers = torch.empty_like(token_logps)  # (N,) log Σ_v exp(logit_v)
+        row_maxes = torch.empty_like(token_logps)  # (N,) max_v logit_v
+        sums_exp = torch.empty_like(token_logps)  # (N,) Σ_v exp(logit_v − max)
         products = _Products(rows, weight, chunk_size)
+        kept = _KeptSoftmax(keep_mib)
         for start in range(0, rows.shape[0], chunk_size):
             rows_chunk = rows[start : start + chunk_size]  # (n, H)
             targets_chunk = targets[start : start + chunk_size]  # (n,)
@@ -40,19 +56,22 @@ class ChunkedTokenLogps(torch.autograd.Function):
             row_max = logits.amax(dim=1, keepdim=True)  # (n, 1)
             sum_exp = logits.sub_(row_max).exp_().sum(dim=1)  # (n,)
             log_normaliser = row_max.squeeze(1) + sum_exp.log()  # (n,)
-            log_normalisers[start : start + chunk_size] = log_normaliser
+            row_maxes[start : start + chunk_size] = row_max.squeeze(1)
+            sums_exp[start : start + chunk_size] = sum_exp
             token_logps[start : start + chunk_size] = target_logits - log_normaliser
-        ctx.save_for_backward(rows, weight, targets, log_normalisers)
+            kept.offer(logits, sum_exp, fresh=products.onednn)
+        ctx.save_for_backward(rows, weight, targets, row_maxes, sums_exp)
         ctx.chunk_size = chunk_size
         ctx.onednn = products.onednn
         ctx.backward_dtype = _autocast_dtype(rows)
+        ctx.kept = kept
         return token_logps
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_token_logps: Tensor) -> tuple[Tensor | None, ...]:
         # d log p_n[y_n] / d logits_n = onehot(y_n) − softmax(logits_n)
-        rows, weight, targets, log_normalisers = ctx.saved_tensors
+        rows, weight, targets, row_maxes, sums_exp = ctx.saved_tensors
         chunk_size = ctx.chunk_size
         need_rows, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_rows = torch.empty_like(rows) if need_rows else None  # (N, H)
@@ -60,14 +79,17 @@ class ChunkedTokenLogps(torch.autograd.Function):
         products = _Products(rows, weight, chunk_size, ctx.onednn, ctx.backward_dtype)
         grad_weight = None  # (V, H), the first chunk's product, then accumulated
         grad_token_logps = grad_token_logps.to(compute_dtype)
-        for start in range(0, rows.shape[0], chunk_size):
+        for index, start in enumerate(range(0, rows.shape[0], chunk_size)):
             stop = start + chunk_size
             rows_chunk = rows[start:stop]  # (n, H)
             grad_chunk = grad_token_logps[start:stop]  # (n,)
-            logits = products.logits(rows_chunk)  # (n, V)
-            # g·(onehot − softmax), built in place over the logits buffer
-            grad_logits = logits.sub_(log_normalisers[start:stop, None]).exp_()
-            grad_logits.mul_(-grad_chunk[:, None])
+            logits = ctx.kept.take(index)  # (n, V) the softmax, if kept
+            if logits is None:
+                logits = products.logits(rows_chunk)  # (n, V)
+                # the softmax as forward computed (and kept) it, to the bit
+                logits.sub_(row_maxes[start:stop, None]).exp_().div_(sums_exp[start:stop, None])
+            # g·(onehot − softmax), built in place over the softmax
+            grad_logits = logits.mul_(-grad_chunk[:, None])
             grad_logits.scatter_add_(1, targets[start:stop, None], grad_chunk[:, None])
             grad_logits = products.backward_operand(grad_logits)
             del logits  # under autocast on oneDNN's path (fresh logits per chunk) this frees them
@@ -81,7 +103,34 @@ class ChunkedTokenLogps(torch.autograd.Function):
             grad_weight = torch.zeros_like(weight)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
-        return grad_rows, grad_weight, None, None
+        return grad_rows, grad_weight, None, None, None
+
+
+class _KeptSoftmax:
+    """The float32 softmax of forward's first chunks, while they fit in `keep_mib`. Each is
+    handed out once: a second backward (retain_graph) recomputes it, to the same bits."""
+
+    def __init__(self, keep_mib: float) -> None:
+        self.room = int(keep_mib * 2**20)
+        self.chunks: list[Tensor | None] = []
+
+    def offer(self, exp_logits: Tensor, sum_exp: Tensor, fresh: bool) -> None:
+        """Keep exp(logits − max) / Σ exp when it fits (dividing in place when `fresh`, the
+        chunk's own logits, else into a copy), and stop keeping at the first that does not."""
+        size = exp_logits.numel() * exp_logits.element_size()
+        if size > self.room:
+            self.room = 0
+            return
+        self.room -= size
+        scale = sum_exp[:, None]
+        self.chunks.append(exp_logits.div_(scale) if fresh else exp_logits / scale)
+
+    def take(self, index: int) -> Tensor | None:
+        """Chunk `index`'s softmax (backward's to overwrite), or None."""
+        if index >= len(self.chunks) or self.chunks[index] is None:
+            return None
+        softmax, self.chunks[index] = self.chunks[index], None
+        return softmax
 
 
 def _autocast_dtype(rows: Tensor) -> torch.dtype | None:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from prefalign.data.tokenize import TokenizedPair
 from prefalign.losses import PairLogps
-from prefalign.losses._chunked import ChunkedTokenLogps
+from prefalign.losses._chunked import chunked_token_logps
 from prefalign.train.block_attention import row_blocks, split_attention
 from prefalign.train.packed_layout import (
     PackedLayout,
@@ -38,7 +38,8 @@ SUPPORTED_ATTENTION = ("sdpa", "eager")
 class PackedPairScorer(nn.Module):
     """forward(batch) -> PairLogps for a `collate_pairs` batch, prefix-shared and packed.
 
-    chunk_size: response rows projected to the vocabulary at a time (as in `PairScorer`).
+    chunk_size, keep_mib: response rows projected to the vocabulary at a time, and MiB of
+    softmax kept for backward (as in `PairScorer`).
     max_row_tokens: token budget of one packed row; None packs the whole batch into one row,
     1 gives every pair its own row (prefix sharing only, rows padded to the longest).
     attention_blocks: with `sdpa`, attend within each pair's block of a row only (see
@@ -52,6 +53,7 @@ class PackedPairScorer(nn.Module):
         *,
         max_row_tokens: int | None = None,
         attention_blocks: bool = True,
+        keep_mib: float = 0,
     ):
         super().__init__()
         if chunk_size < 1:
@@ -62,6 +64,7 @@ class PackedPairScorer(nn.Module):
         self.chunk_size = chunk_size
         self.max_row_tokens = max_row_tokens
         self.attention_blocks = attention_blocks
+        self.keep_mib = keep_mib
 
     def forward(
         self,
@@ -87,7 +90,7 @@ class PackedPairScorer(nn.Module):
         """Log-probs of un-padded pairs. Under DDP call the module itself, not this method."""
         return score_pairs(self.model, pairs, chunk_size=self.chunk_size,
                            max_row_tokens=self.max_row_tokens,
-                           attention_blocks=self.attention_blocks)
+                           attention_blocks=self.attention_blocks, keep_mib=self.keep_mib)
 
 
 def score_tokenized_pairs(
@@ -111,6 +114,7 @@ def score_pairs(
     chunk_size: int = 1024,
     max_row_tokens: int | None = None,
     attention_blocks: bool = True,
+    keep_mib: float = 0,
 ) -> PairLogps:
     """Summed response log-probs and token counts of each pair's chosen and rejected side.
 
@@ -129,7 +133,8 @@ def score_pairs(
             **extra,
         ).last_hidden_state  # (R, L, H)
     rows = hidden.reshape(-1, hidden.shape[-1])[layout.source_index]  # (N, H) one per target
-    token_logps = ChunkedTokenLogps.apply(rows, weight, layout.target_ids, chunk_size)  # (N,)
+    token_logps = chunked_token_logps(rows, weight, layout.target_ids, chunk_size,
+                                      keep_mib)  # (N,)
     sequences = layout.counts.shape[0]  # 2B: chosen sides, then rejected sides
     sums = token_logps.new_zeros(sequences)  # (2B,)
     sums = sums.index_add(0, layout.sequence_index, token_logps)

@@ -18,10 +18,11 @@ from prefalign.losses.logps import sequence_logps_from_hidden
 class PairScorer(nn.Module):
     """forward(batch) -> PairLogps (sums and token counts) for a `collate_pairs` batch."""
 
-    def __init__(self, model: nn.Module, chunk_size: int = 1024):
+    def __init__(self, model: nn.Module, chunk_size: int = 1024, keep_mib: float = 0):
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
+        self.keep_mib = keep_mib  # see sequence_logps_from_hidden
 
     def forward(
         self,
@@ -40,7 +41,8 @@ class PairScorer(nn.Module):
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False
         ).last_hidden_state  # (2B, T, H)
         weight = output_weight(self.model)  # (V, H)
-        logps = sequence_logps_from_hidden(hidden, weight, labels, chunk_size=self.chunk_size)
+        logps = sequence_logps_from_hidden(hidden, weight, labels, chunk_size=self.chunk_size,
+                                           keep_mib=self.keep_mib)
         return PairLogps(
             chosen=logps.sum[:batch].clone(),  # FSDP2 warns of views among a sharded
             rejected=logps.sum[batch:].clone(),  # module's outputs
