@@ -166,8 +166,8 @@ class TrainSection:
     the launch with PyTorch FSDP2 (docs/distributed.md); a no-op on one process.
     logps_chunk_size: response rows projected to the vocabulary at a time. logps_keep_mib: MiB
     of the projection's float32 softmax a training forward keeps for backward, which then skips
-    recomputing those chunks' logits (0: recompute all; 256 holds ~1,300 rows of a 49k
-    vocabulary: about one chunk more than recomputing holds at once)."""
+    recomputing those chunks' logits (0: recompute all; 256 keeps ~1,360 rows of a 49k
+    vocabulary, against the 1,024-row chunk that recomputing holds at once)."""
 
     batch_size: int = 4
     grad_accum: int = 1

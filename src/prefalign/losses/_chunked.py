@@ -1,10 +1,11 @@
 """Token log-probs from hidden states and the output projection, a chunk of rows at a time.
 
-Forward keeps the inputs and one log-sum-exp per row; backward recomputes each chunk's logits.
-Neither pass holds more than one (chunk × vocab) float32 block of logits, except what `keep_mib`
-allows: forward may keep the float32 softmax of its first chunks, up to that many MiB, and
-backward then uses it instead of recomputing those logits, its largest product. Inside `prefalign.onednn.cpu_matmul`, float32 CPU products
-run through oneDNN (`_Products`).
+Forward keeps the inputs and each row's max logit and Σ exp(logit − max); backward recomputes
+each chunk's logits. Neither pass holds more than one (chunk × vocab) float32 block of logits,
+except what `keep_mib` allows: forward may keep the float32 softmax of its first chunks, up to
+that many MiB, and backward then uses it instead of recomputing those logits (its largest
+product). Inside `prefalign.onednn.cpu_matmul`, float32 CPU products run through oneDNN
+(`_Products`).
 
 Under autocast (`train.autocast`) the log-probs stay float32: the forward's logits, the
 backward's recomputed logits and the softmax. The backward's two products from the logits'
