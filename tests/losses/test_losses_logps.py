@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from prefalign import onednn
-from prefalign.losses import IGNORE_INDEX, PairLogps, sequence_logps, sequence_logps_from_hidden
-from prefalign.losses import _chunked
+from prefalign.losses import (
+    IGNORE_INDEX,
+    PairLogps,
+    _chunked,
+    sequence_logps,
+    sequence_logps_from_hidden,
+)
 from prefalign.losses._chunked import ChunkedTokenLogps, chunked_token_logps
 
 LN3 = math.log(3)
@@ -123,7 +128,7 @@ def test_chunked_gradcheck_float64():
     targets = torch.randint(0, 6, (7,))
     for keep_mib in (0, 1e-4):  # 1e-4 MiB (104 bytes): the first 2-row chunk's softmax only
         assert torch.autograd.gradcheck(
-            lambda r, w: ChunkedTokenLogps.apply(r, w, targets, 2, keep_mib),
+            lambda r, w, keep=keep_mib: ChunkedTokenLogps.apply(r, w, targets, 2, keep),
             (rows, weight[:6, :3].detach().clone().requires_grad_()),
         )
 
