@@ -146,6 +146,8 @@ def test_top_level_must_be_a_mapping(tmp_path):
     ("lora.target_modules=[q_proj, 3]", "lora.target_modules[1]: expected str, got 3"),
     ("loss.params=0.1", "loss.params: expected a mapping"),
     ("train.max_steps=ten", "train.max_steps: expected int, got 'ten'"),
+    ("model.gradient_checkpointing=some", "model.gradient_checkpointing: expected bool, got "
+     "'some'; or must be one of 'pointwise', got 'some'"),
 ])
 def test_type_errors_name_the_key(override, expected):
     with pytest.raises(ConfigError) as error:

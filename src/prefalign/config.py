@@ -52,14 +52,16 @@ class ModelSection:
     """source: a local HF directory (safetensors), a .gguf file, or an alias such as
     `smollm2-135m-instruct`. adapter: an existing LoRA adapter directory to start from (the
     reference is then the base model with that adapter, see README). trust_remote_code: off unless
-    you ask. gradient_checkpointing: trade compute for activation memory (each decoder block
-    recomputed in backward under the settings its forward pass ran with: train/recompute.py)."""
+    you ask. gradient_checkpointing: trade compute for activation memory, each decoder block
+    recomputed in backward under the settings its forward pass ran with (train/recompute.py):
+    true recomputes whole blocks; "pointwise" keeps the matrix products' and attention's
+    outputs and recomputes only the elementwise operations (less memory saved, little time)."""
 
     source: str = "smollm2-135m-instruct"
     dtype: Dtype = "float32"
     adapter: str | None = None
     trust_remote_code: bool = False
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | Literal["pointwise"] = False
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
                 return _coerce(option, value, where)
             except ConfigError as error:
                 errors.append(str(error))
-        raise ConfigError(errors[0])
+        others = (error.split(": ", 1)[-1] for error in errors[1:])
+        raise ConfigError("; or ".join([errors[0], *others]))
     if origin is Literal:
         if value not in typing.get_args(hint):
             allowed = ", ".join(repr(a) for a in typing.get_args(hint))

@@ -1,6 +1,7 @@
-"""`model.gradient_checkpointing`: each decoder block is recomputed in backward, and the result is
-the plain one — for the packed scorer (per-pair block attention on and off), the padded one, the
-oneDNN route of float32 products and bfloat16 autocast, with and without LoRA.
+"""`model.gradient_checkpointing`: each decoder block is recomputed in backward (whole, or only its
+elementwise operations: `pointwise`), and the result is the plain one — for the packed scorer
+(per-pair block attention on and off), the padded one, the oneDNN route of float32 products and
+bfloat16 autocast, with and without LoRA.
 
 Recomputation replays the same operations on the same inputs, so log-probs and gradients match
 the run without checkpointing to float32 rounding (1e-6; in practice equal).
@@ -15,6 +16,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from run_helpers import tiny_config
 from safetensors.torch import load_file
+from torch.profiler import ProfilerActivity, profile
 from test_packed import SHAPES, logps_and_grads, random_pairs
 from tiny_models import tiny_llama, tiny_model_dir
 
@@ -27,12 +29,13 @@ from prefalign.train.recompute import recompute_blocks
 from prefalign.train.scorer import PairScorer, decoder_blocks
 
 MATMULS = ["torch", *(["onednn"] if onednn.available() else [])]
+MODES = ["blocks", "pointwise"]
 
 
-def _model(tokenizer, lora: bool, recompute: bool) -> torch.nn.Module:
+def _model(tokenizer, lora: bool, recompute: str | None) -> torch.nn.Module:
     model = tiny_llama(tokenizer)
     if recompute:
-        recompute_blocks(model)
+        recompute_blocks(model, recompute)
     if lora:
         torch.manual_seed(1)
         model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
@@ -49,15 +52,16 @@ def _block_calls(model: torch.nn.Module) -> list[int]:
     return calls
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("matmul", MATMULS)
 @pytest.mark.parametrize("scorer", ["blocks", "whole-row", "padded"])
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_recomputed_blocks_give_the_plain_logps_and_gradients(tiny_tokenizer, matmul, scorer,
-                                                               lora):
+def test_recomputed_blocks_give_the_plain_logps_and_gradients(tiny_tokenizer, mode, matmul,
+                                                               scorer, lora):
     batch = collate_pairs(random_pairs(len(tiny_tokenizer), SHAPES), tiny_tokenizer.pad_token_id)
     batch = {k: v for k, v in batch.items() if k != "index"}
     results = []
-    for recompute in (False, True):
+    for recompute in (None, mode):
         model = _model(tiny_tokenizer, lora, recompute)
         wrap = (PairScorer(model) if scorer == "padded" else
                 PackedPairScorer(model, attention_blocks=scorer == "blocks"))
@@ -73,22 +77,28 @@ def test_recomputed_blocks_give_the_plain_logps_and_gradients(tiny_tokenizer, ma
         torch.testing.assert_close(again_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
-def test_recomputation_under_bfloat16_autocast_replays_it(tiny_tokenizer):
+@pytest.mark.parametrize("mode", MODES)
+def test_recomputation_under_bfloat16_autocast_replays_it(tiny_tokenizer, mode):
     batch = collate_pairs(random_pairs(len(tiny_tokenizer), SHAPES), tiny_tokenizer.pad_token_id)
     batch = {k: v for k, v in batch.items() if k != "index"}
     results = []
-    for recompute in (False, True):
+    for recompute in (None, mode):
         scorer = PackedPairScorer(_model(tiny_tokenizer, False, recompute))
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            results.append(logps_and_grads(scorer, batch))
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the forward only, as train.step
+            logps = scorer(**batch)
+        (logps.chosen.sum() - 2 * logps.rejected.sum()).backward()
+        grads = {name: p.grad.clone() for name, p in scorer.named_parameters()
+                 if p.grad is not None}
+        results.append((logps, grads))
     (plain, plain_grads), (again, again_grads) = results
     torch.testing.assert_close(again.chosen, plain.chosen, atol=1e-6, rtol=0)
     for name, grad in plain_grads.items():
         torch.testing.assert_close(again_grads[name], grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
-def test_no_recomputation_without_gradients_or_in_eval_mode(tiny_tokenizer):
-    model = _model(tiny_tokenizer, False, True)
+@pytest.mark.parametrize("mode", MODES)
+def test_no_recomputation_without_gradients_or_in_eval_mode(tiny_tokenizer, mode):
+    model = _model(tiny_tokenizer, False, mode)
     calls = _block_calls(model)
     batch = collate_pairs(random_pairs(len(tiny_tokenizer), SHAPES), tiny_tokenizer.pad_token_id)
     batch = {k: v for k, v in batch.items() if k != "index"}
@@ -108,10 +118,36 @@ def test_a_run_with_gradient_checkpointing_equals_one_without(tmp_path, tiny_tok
     results = [train(tiny_config(tmp_path, model_dir, run={"name": f"checkpointing-{on}"},
                                  model={"gradient_checkpointing": on},
                                  train={"max_steps": 3, "eval_every": 3, "threads": 1}))
-               for on in (False, True)]
-    plain, again = (read_metrics(result.run_dir) for result in results)
-    assert [line["loss"] for line in again] == pytest.approx([line["loss"] for line in plain],
-                                                            abs=1e-6)
+               for on in (False, True, "pointwise")]
+    plain, *others = (read_metrics(result.run_dir) for result in results)
+    for again in others:
+        assert ([line["loss"] for line in again]
+                == pytest.approx([line["loss"] for line in plain], abs=1e-6))
     weights = [load_file(str(result.run_dir / "final" / "model.safetensors"))
                for result in results]
-    assert max((weights[0][k] - weights[1][k]).abs().max().item() for k in weights[0]) < 1e-6
+    for other in weights[1:]:
+        assert max((weights[0][k] - other[k]).abs().max().item() for k in weights[0]) < 1e-6
+
+
+@pytest.mark.parametrize("matmul", MATMULS)
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_pointwise_keeps_less_than_plain_and_more_than_blocks(tiny_tokenizer, matmul, lora):
+    """Bytes the forward pass leaves allocated for backward (the profiler's net allocations):
+    `pointwise` drops the elementwise activations but keeps every product's output, so it lies
+    strictly between keeping everything and recomputing whole blocks."""
+    batch = collate_pairs(random_pairs(len(tiny_tokenizer), SHAPES), tiny_tokenizer.pad_token_id)
+    batch = {k: v for k, v in batch.items() if k != "index"}
+    saved = {}
+    for recompute in (None, "pointwise", "blocks"):
+        scorer = PackedPairScorer(_model(tiny_tokenizer, lora, recompute))
+        with onednn.cpu_matmul(matmul), profile(activities=[ProfilerActivity.CPU],
+                                                 profile_memory=True) as forward:
+            logps = scorer(**batch)
+        saved[recompute] = sum(event.self_cpu_memory_usage for event in forward.events())
+        (logps.chosen.sum() + logps.rejected.sum()).backward()
+    assert saved["blocks"] < saved["pointwise"] < saved[None]
+
+
+def test_an_unknown_recompute_mode_is_refused(tiny_tokenizer):
+    with pytest.raises(ValueError, match="'blocks' or 'pointwise', got 'layers'"):
+        recompute_blocks(tiny_llama(tiny_tokenizer), "layers")

@@ -82,7 +82,8 @@ def load_model(model: ModelSection, lora: LoraSection) -> LoadedModel:
     base = load_base_model(model, source)
     base_hash = weight_hash(base)
     if model.gradient_checkpointing:
-        recompute_blocks(base)
+        mode = "pointwise" if model.gradient_checkpointing == "pointwise" else "blocks"
+        recompute_blocks(base, mode)
     adapter_hash = None
     if model.adapter is not None:
         policy, adapter_hash = _continue_adapter(base, model.adapter, lora)
