@@ -16,9 +16,9 @@ import torch
 from peft import LoraConfig, get_peft_model
 from run_helpers import tiny_config
 from safetensors.torch import load_file
-from torch.profiler import ProfilerActivity, profile
 from test_packed import SHAPES, logps_and_grads, random_pairs
 from tiny_models import tiny_llama, tiny_model_dir
+from torch.profiler import ProfilerActivity, profile
 
 from prefalign import onednn
 from prefalign.data.collate import collate_pairs

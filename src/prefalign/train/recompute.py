@@ -42,7 +42,6 @@ from torch.utils.checkpoint import (
 from prefalign import onednn
 from prefalign.train.scorer import causal_lm_of, decoder_blocks
 
-
 RecomputeMode = Literal["blocks", "pointwise"]
 
 
