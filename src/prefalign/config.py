@@ -162,9 +162,10 @@ class TrainSection:
     CPUs whose torch has it when there is no CUDA device, "torch" leaves torch's default.
     sparse_embedding_grad: when the input embedding is tied to the output projection and trains
     (a full fine-tune of SmolLM2, say), its gradient goes as the rows of the batch's tokens into
-    the projection's dense gradient, instead of a zeroed (V × H) gradient of its own added to it
-    (same gradient up to float32 summation order; full fine-tunes of SmolLM2 2-5% faster here;
-    not under fsdp, whose gradients are dense shards).
+    the projection's dense gradient (in place with the packed scorer, which then looks the
+    embeddings up itself), instead of a zeroed (V × H) gradient of its own added to it (same
+    gradient up to float32 summation order; full fine-tunes of SmolLM2 2-5% faster here; not
+    under fsdp, whose gradients are dense shards).
     fsdp: shard the policy's parameters, gradients and optimiser state over the processes of
     the launch with PyTorch FSDP2 (docs/distributed.md); a no-op on one process.
     logps_chunk_size: response rows projected to the vocabulary at a time. logps_keep_mib: MiB

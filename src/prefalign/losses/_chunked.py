@@ -27,22 +27,39 @@ from prefalign import onednn
 
 
 def chunked_token_logps(rows: Tensor, weight: Tensor, targets: Tensor, chunk_size: int,
-                        keep_mib: float = 0) -> Tensor:
+                        keep_mib: float = 0, handoff: GradHandoff | None = None) -> Tensor:
     """`ChunkedTokenLogps.apply`, keeping softmax (`keep_mib`) only where a backward can follow:
     under no_grad (evaluation, reference passes) nothing is kept."""
     keep = keep_mib if torch.is_grad_enabled() else 0
-    return ChunkedTokenLogps.apply(rows, weight, targets, chunk_size, keep)
+    return ChunkedTokenLogps.apply(rows, weight, targets, chunk_size, keep, handoff)
+
+
+class GradHandoff:
+    """A weight's gradient passed from one backward to a later one of the same graph instead of
+    through autograd: the later one adds its own part in place and returns the sum (a tied input
+    embedding, whose backward runs after the output projection's: `train.tied_embedding`)."""
+
+    def __init__(self) -> None:
+        self.grad: Tensor | None = None
+
+    def put(self, grad: Tensor) -> None:
+        self.grad = grad if self.grad is None else self.grad.add_(grad)
+
+    def take(self) -> Tensor | None:
+        grad, self.grad = self.grad, None
+        return grad
 
 
 class ChunkedTokenLogps(torch.autograd.Function):
     """log softmax(h_n · Wᵀ)[y_n] for N rows h_n (N, H), weight W (V, H), targets y_n (N,).
 
     keep_mib: MiB of softmax forward may keep for backward (0: recompute every chunk).
+    handoff: where backward puts W's gradient instead of returning it (None: returned).
     """
 
     @staticmethod
     def forward(ctx: Any, rows: Tensor, weight: Tensor, targets: Tensor, chunk_size: int,
-                keep_mib: float = 0) -> Tensor:
+                keep_mib: float = 0, handoff: GradHandoff | None = None) -> Tensor:
         token_logps = rows.new_empty(rows.shape[0], dtype=_compute_dtype(rows))  # (N,)
         row_maxes = torch.empty_like(token_logps)  # (N,) max_v logit_v
         sums_exp = torch.empty_like(token_logps)  # (N,) Σ_v exp(logit_v − max)
@@ -66,6 +83,7 @@ class ChunkedTokenLogps(torch.autograd.Function):
         ctx.onednn = products.onednn
         ctx.backward_dtype = _autocast_dtype(rows)
         ctx.kept = kept
+        ctx.handoff = handoff
         return token_logps
 
     @staticmethod
@@ -104,7 +122,10 @@ class ChunkedTokenLogps(torch.autograd.Function):
             grad_weight = torch.zeros_like(weight)
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
-        return grad_rows, grad_weight, None, None, None
+        if grad_weight is not None and ctx.handoff is not None:
+            ctx.handoff.put(grad_weight)
+            grad_weight = None
+        return grad_rows, grad_weight, None, None, None, None
 
 
 class _KeptSoftmax:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from prefalign.data.tokenize import TokenizedPair
 from prefalign.losses import PairLogps
-from prefalign.losses._chunked import chunked_token_logps
+from prefalign.losses._chunked import GradHandoff, chunked_token_logps
 from prefalign.train.block_attention import row_blocks, split_attention
 from prefalign.train.packed_layout import (
     PackedLayout,
@@ -31,6 +31,7 @@ from prefalign.train.packed_layout import (
     pair_tokens_from_batch,
 )
 from prefalign.train.scorer import causal_lm_of, decoder_of, output_weight
+from prefalign.train.tied_embedding import tied_embedding, tied_embeddings
 
 SUPPORTED_ATTENTION = ("sdpa", "eager")
 
@@ -124,9 +125,13 @@ def score_pairs(
     layout = build_layout(pairs, max_row_tokens=max_row_tokens, device=weight.device)
     mask = _attention_mask_for(model, layout)  # (R, 1, L, L)
     blocks = row_blocks(layout.segment) if attention_blocks else ()
+    embedding = tied_embedding(model, weight)
+    handoff = GradHandoff() if embedding is not None else None
+    tokens = ({"input_ids": layout.input_ids} if embedding is None else
+              {"inputs_embeds": tied_embeddings(layout.input_ids, embedding, handoff)})
     with split_attention(causal_lm_of(model).config, blocks) as extra:
         hidden = decoder_of(model)(
-            input_ids=layout.input_ids,
+            **tokens,
             attention_mask=mask,
             position_ids=layout.position_ids,
             use_cache=False,
@@ -134,7 +139,7 @@ def score_pairs(
         ).last_hidden_state  # (R, L, H)
     rows = hidden.reshape(-1, hidden.shape[-1])[layout.source_index]  # (N, H) one per target
     token_logps = chunked_token_logps(rows, weight, layout.target_ids, chunk_size,
-                                      keep_mib)  # (N,)
+                                      keep_mib, handoff)  # (N,)
     sequences = layout.counts.shape[0]  # 2B: chosen sides, then rejected sides
     sums = token_logps.new_zeros(sequences)  # (2B,)
     sums = sums.index_add(0, layout.sequence_index, token_logps)
