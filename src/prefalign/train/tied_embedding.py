@@ -3,9 +3,9 @@
 With tied weights autograd receives two gradients for W (V, H): the projection's dense one,
 which its backward computes first, and the embedding's. Given as sparse rows
 (`train.sparse_embedding_grad`), autograd adds them out of place: a fresh copy of the dense
-(V × H) gradient every backward, 160 ms a step for SmolLM2 on the 2-core CPU this project is
-measured on (fresh pages fault in slowly there). The packed scorer instead looks the embeddings
-up itself (`tied_embeddings`): the projection's backward leaves its gradient in a `GradHandoff`,
+(V × H) gradient every backward (113 MiB for SmolLM2, whose full fine-tune peaks 20-75 MiB lower
+without it; README, "Tied embeddings"). The packed scorer instead looks the embeddings up itself
+(`tied_embeddings`): the projection's backward leaves its gradient in a `GradHandoff`,
 and the lookup's backward, which autograd runs after it (the lookup feeds everything else), adds
 the batch's token rows to it in place and returns the sum as W's one dense gradient. `.grad`,
 hooks, DDP and gradient accumulation see an ordinary gradient.
