@@ -27,7 +27,8 @@ SHAPES = [(40, 20, 30), (10, 25, 5), (60, 8, 12)]
 
 def _gradients(model, pairs, accumulate: int = 1, layouts: list | None = None):
     """Parameter gradients; `layouts` collects the layout of each gradient the embedding's own
-    backward hands autograd for its weight."""
+    backward hands autograd for its weight (its hook makes the packed scorer call the module,
+    not the in-place handoff: `tied_embedding`)."""
     def record(module, args, output):
         output.grad_fn.register_hook(lambda grad_inputs, _: layouts.append(grad_inputs[0].layout))
 
