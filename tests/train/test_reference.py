@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import pytest
 import torch
 from run_helpers import tiny_config
 from tiny_models import tiny_model_dir
@@ -12,6 +13,7 @@ from tiny_models import tiny_model_dir
 from prefalign.config import Config
 from prefalign.data.collate import collate_pairs
 from prefalign.losses import PairLogps
+from prefalign.train import reference as reference_module
 from prefalign.train.data import TokenizedSplit, prepare_splits
 from prefalign.train.model import LoadedModel, load_model
 from prefalign.train.reference import Reference, build_reference, eval_mode
@@ -103,6 +105,52 @@ def test_precomputed_equals_frozen_copy_on_the_fly(tmp_path, tiny_tokenizer):
     every = list(range(len(splits["train"].tokenized)))
     whole = precomputed.logps(_batch(splits["train"], every, pad), "train")
     assert whole.chosen.shape == (24,) and bool((whole.chosen < 0).all())
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_precomputed_scores_the_policy_itself(tmp_path, tiny_tokenizer, monkeypatch, lora):
+    """No starting adapter: the pass runs on the policy (LoRA: adapter off), reads no second
+    copy, and leaves the policy as it was: in train mode, adapter on, no gradients."""
+    config, loaded, splits = _setup(tmp_path, tiny_tokenizer, lora=LORA if lora else {},
+                                    train={"eval_batch_size": 3})
+    pad = loaded.tokenizer.pad_token_id
+    frozen = build_reference(_with_strategy(config, "frozen_copy"), loaded,
+                             PairScorer(loaded.model), splits)
+
+    def no_second_copy(*args, **kwargs):
+        raise AssertionError("precomputed loaded a second copy of the weights")
+
+    monkeypatch.setattr(reference_module, "load_reference_model", no_second_copy)
+    precomputed = build_reference(_with_strategy(config, "precomputed"), loaded,
+                                  PairScorer(loaded.model), splits)
+    _assert_close(_all_logps(precomputed, splits, pad), _all_logps(frozen, splits, pad))
+    assert all(module.training for module in loaded.model.modules())
+    assert all(p.grad is None for p in loaded.model.parameters())
+    layers = [m for m in loaded.model.modules() if hasattr(m, "lora_A")]
+    assert len(layers) == (4 if lora else 0)  # q_proj, v_proj of 2 layers
+    assert not any(layer.disable_adapters for layer in layers)  # the adapter is back on
+
+
+def test_precomputed_with_a_starting_adapter_uses_the_merged_copy(tmp_path, tiny_tokenizer,
+                                                                  monkeypatch):
+    """With `model.adapter` the pass scores base + adapter merged, as frozen_copy does."""
+    config, first, splits = _setup(tmp_path, tiny_tokenizer, lora=LORA,
+                                   train={"eval_batch_size": 3})
+    adapter = _save_trained_adapter(tmp_path, first)
+    config = tiny_config(tmp_path, config.model.source, lora=LORA, train={"eval_batch_size": 3},
+                         model={"adapter": str(adapter)})
+    loaded = load_model(config.model, config.lora)
+    loaded.model.train()
+    pad = loaded.tokenizer.pad_token_id
+    scorer = PairScorer(loaded.model)
+    frozen = build_reference(_with_strategy(config, "frozen_copy"), loaded, scorer, splits)
+    loads = []
+    original = reference_module.load_reference_model
+    monkeypatch.setattr(reference_module, "load_reference_model",
+                        lambda *a, **k: loads.append(1) or original(*a, **k))
+    precomputed = build_reference(_with_strategy(config, "precomputed"), loaded, scorer, splits)
+    assert loads == [1]
+    _assert_close(_all_logps(precomputed, splits, pad), _all_logps(frozen, splits, pad))
 
 
 def test_strategy_none_gives_no_reference(tmp_path, tiny_tokenizer):

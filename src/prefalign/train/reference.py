@@ -167,18 +167,34 @@ def build_precomputed(
     computes = accelerator is None or accelerator.is_local_main_process
     if missing and computes:
         device = accelerator.device if accelerator is not None else _device_of(loaded.model)
-        model = load_reference_model(config.model, expected_hash=loaded.weight_hash).to(device)
-        frozen = build_scorer(model, config.train)
-        for name in missing:
-            logps = score_split(frozen, splits[name], loaded.tokenizer.pad_token_id,
-                                config.train.eval_batch_size)
-            write_cache(plans[name].path, plans[name].key, logps)
-        del model, frozen  # the point of precomputing: no second model during training
+        with starting_policy(config, loaded, device) as scorer:
+            for name in missing:
+                logps = score_split(scorer, splits[name], loaded.tokenizer.pad_token_id,
+                                    config.train.eval_batch_size)
+                write_cache(plans[name].path, plans[name].key, logps)
     if accelerator is not None:
         accelerator.wait_for_everyone()  # the other processes read what their main wrote
     tables = {name: read_cache(plan.path, plan.key, len(splits[name].tokenized))
               for name, plan in plans.items()}
     return PrecomputedReference(tables, plans)
+
+
+@contextlib.contextmanager
+def starting_policy(config: Config, loaded: LoadedModel, device: torch.device) -> Iterator[nn.Module]:
+    """A scorer of the policy as training starts, for a pass before the first step.
+
+    Without a starting adapter that is the policy itself (LoRA: with its fresh adapter switched
+    off, so exactly the base): no second copy of the weights to read, hash and hold, and the
+    pages the pass touches are the ones training uses. With `model.adapter` it is a copy of the
+    base with that adapter merged, as `frozen_copy` uses (merged weights round differently from
+    the policy's separate adapter product), released after the pass.
+    """
+    if loaded.adapter is None:
+        with (loaded.model.disable_adapter() if loaded.lora else contextlib.nullcontext()):
+            yield build_scorer(loaded.model, config.train)
+        return
+    model = load_reference_model(config.model, expected_hash=loaded.weight_hash).to(device)
+    yield build_scorer(model, config.train)  # released on return: none during training
 
 
 def score_split(
