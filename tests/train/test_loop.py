@@ -266,3 +266,14 @@ def test_sharded_evaluation_runs_the_largest_share_s_batches(pairs, world, size,
 
     shares = torch.arange(pairs).tensor_split(world)  # as score_heldout splits the split
     assert batch_rounds(pairs, world, size) == rounds == max(len(s.split(size)) for s in shares)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_the_switch_decides_whether_a_run_keeps_freed_memory(tmp_path, model_dir, monkeypatch,
+                                                              keep):
+    from prefalign import heap
+
+    calls = []
+    monkeypatch.setattr(heap, "keep_freed_memory", lambda: calls.append(1) or True)
+    train(tiny_config(tmp_path, model_dir, train={"max_steps": 1, "keep_freed_memory": keep}))
+    assert calls == ([1] if keep else [])

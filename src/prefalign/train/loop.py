@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prefalign import heap
 from prefalign.config import Config
 from prefalign.onednn import cpu_matmul
 from prefalign.train.checkpoint import save_checkpoint
@@ -48,6 +49,8 @@ class RunResult:
 def train(config: Config, *, resume: bool = False) -> RunResult:
     """Train `config`'s policy in `run.output_dir/run.name`; `resume` continues its checkpoint."""
     check_run_config(config)
+    if config.train.keep_freed_memory:
+        heap.keep_freed_memory()
     with cpu_matmul(config.train.cpu_matmul):
         return _train(config, resume)
 
