@@ -7,8 +7,8 @@ tensors every step: activations of a few MiB, and the vocabulary projection's bl
 MiB, which are always over the threshold. Each block returned is faulted in again, page by page,
 at its next use. Page faults are dear on this project's CPU machine (a virtual machine: ~10 µs
 each, about 2.5 s of system time per GiB). In the `compare_trl.py` bfloat16 setting, steps
-after the second (whose tensors are all new anyway) still took up to 104,000 of them, in a
-per-operation count nearly all in the projection's blocks.
+after the second (whose tensors are all new anyway) still took up to 104,000 of them; counted
+per operation in one such step, nearly all were in the projection's blocks.
 
 `keep_freed_memory()` stops both: no block is mapped on its own (`M_MMAP_MAX` 0) and up to
 `TRIM_THRESHOLD` of free memory stays at the heap's top (`M_TRIM_THRESHOLD`), so a step's tensors
@@ -16,7 +16,7 @@ come from memory the previous step freed, already resident, much as PyTorch's CU
 allocator keeps freed blocks. It is a setting of the whole process, applied when a run starts
 and left in place (glibc has no call that reads the old values back); `train.keep_freed_memory:
 false` leaves malloc as it is. Elsewhere than glibc (macOS, musl, Windows) it does nothing.
-Measured effects (README, "Memory"): fewer page faults and faster bfloat16 steps; the peak a
+Measured effects (README, "Freed memory"): fewer page faults and faster bfloat16 steps; the peak a
 little higher, since blocks are no longer unmapped between uses.
 """
 

@@ -88,9 +88,10 @@ def sparse_tied_embedding_grad(model: nn.Module) -> bool:
     rows, autograd adds just those rows to the projection's gradient (out of place: one copy,
     no zeroed tensor) before the parameter's `.grad` sees them, so `.grad` stays dense (AdamW,
     clipping and DDP see no difference). The packed scorer, seeing the flag, looks the
-    embeddings up itself and adds the rows in place instead (`train.tied_embedding`). Untied embeddings keep dense gradients: a sparse
-    `.grad` of its own would reach the optimiser. Call after `accelerate.prepare`: DDP reads
-    the flag when it is built and would then expect a sparse gradient.
+    embeddings up itself and adds the rows in place instead (`train.tied_embedding`). Untied
+    embeddings keep dense gradients: a sparse `.grad` of its own would reach the optimiser.
+    Call after `accelerate.prepare`: DDP reads the flag when it is built and would then expect
+    a sparse gradient.
     """
     lm = causal_lm_of(model)
     embedding, head = lm.get_input_embeddings(), lm.get_output_embeddings()
