@@ -5,7 +5,9 @@ and optimiser steps; pairs/s, tokens/s, peak memory, MFU and the losses of both,
 
 Configurations (--configs): full-fp32 (full fine-tune, float32), lora-fp32 (LoRA r=16, α=32 on
 q_proj,v_proj), full-bf16 (bfloat16 autocast over float32 weights on both sides: TRL's
-bf16=True, prefalign's train.autocast=bfloat16, whose reference log-probs stay float32).
+bf16=True, prefalign's train.autocast=bfloat16, whose reference log-probs stay float32) and
+full-bf16-policyref (the same, but prefalign's reference runs under the same autocast as its
+policy, reference.precision=policy, as TRL's does).
 prefalign scores its reference 2 pairs per forward (train.eval_batch_size=2, measured fastest on a
 2-core CPU). Both sides: batch 4 pairs, no accumulation, AdamW (β 0.9/0.999, ε 1e-8, no weight
 decay), constant learning rate without warm-up, gradient clipping at 1.0, dropout off, DPO sigmoid

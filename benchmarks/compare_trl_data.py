@@ -28,17 +28,20 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 @dataclass(frozen=True)
 class Setup:
-    """One benchmark configuration: what differs between full-fp32, lora-fp32 and full-bf16."""
+    """One benchmark configuration: what differs between full-fp32, lora-fp32, full-bf16 and
+    full-bf16-policyref (TRL runs the last two alike)."""
 
     lora: bool
     bf16: bool
     lr: float  # the same on both sides; constant, no warm-up
+    reference_precision: str = "full"  # prefalign's reference.precision
 
 
 CONFIGS = {
     "full-fp32": Setup(lora=False, bf16=False, lr=1e-6),
     "lora-fp32": Setup(lora=True, bf16=False, lr=5e-5),
     "full-bf16": Setup(lora=False, bf16=True, lr=1e-6),
+    "full-bf16-policyref": Setup(lora=False, bf16=True, lr=1e-6, reference_precision="policy"),
 }
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 
@@ -125,6 +128,7 @@ def prefalign_overrides(setup: Setup, *, model_dir: Path, run_root: Path, data: 
         "data.limit_train": steps * batch_size,
         "loss.name": "dpo", "loss.params.beta": beta,
         "reference.strategy": reference, "reference.cache": str(run_root / "reference-cache"),
+        "reference.precision": setup.reference_precision,
         "optim.lr": lr, "optim.warmup_steps": 0, "optim.schedule": "constant",
         "optim.weight_decay": 0.0, "optim.max_grad_norm": 1.0,
         "train.batch_size": batch_size, "train.grad_accum": 1, "train.max_steps": steps,

@@ -85,6 +85,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError(f"prefalign run ended {outcome.outcome!r}")
     effective = {"model_dtype": config.model.dtype, "scorer": config.train.scorer,
                  "reference_strategy": config.reference.strategy, "autocast": config.train.autocast,
+                 "reference_precision": config.reference.precision,
                  "gradient_checkpointing": config.model.gradient_checkpointing,
                  "lr_schedule": config.optim.schedule}
     return {**clock.results(), **seen, "peak_flops": peaks, "effective": effective,

@@ -118,10 +118,16 @@ class LossSection:
 @dataclass(frozen=True)
 class ReferenceSection:
     """strategy: frozen_copy | adapter_off (LoRA only) | precomputed | none (reference-free
-    losses). cache: file of precomputed reference log-probs; default under $PREFALIGN_CACHE."""
+    losses). cache: file of precomputed reference log-probs; default under $PREFALIGN_CACHE.
+    precision: "full" runs reference forwards in the model's dtype, outside `train.autocast`
+    (float32 reference log-probs under bfloat16 autocast); "policy" runs them as the policy's
+    forward runs, under `train.autocast`, so that policy and reference log-probs start out
+    identical (TRL's way: faster, less exact; README "bfloat16 autocast"). The same thing
+    when `train.autocast` is off."""
 
     strategy: Strategy = "frozen_copy"
     cache: str | None = None
+    precision: Literal["full", "policy"] = "full"
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ similarity above 0.99 with float32's; each test also checks that the difference 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from run_helpers import tiny_config
@@ -101,3 +103,24 @@ def test_autocast_needs_float32_master_weights(tmp_path, model_dir):
     with pytest.raises(ConfigError, match="train.autocast.*model.dtype: float32"):
         tiny_config(tmp_path, model_dir, model={"dtype": "bfloat16"},
                     train={"autocast": "bfloat16"})
+
+
+def test_a_policy_precision_reference_starts_the_run_at_ln2(tmp_path, tiny_tokenizer):
+    """`reference.precision: policy`: the precomputed pass runs under the policy's autocast, so
+    the first step's policy and reference log-probs agree and its DPO loss is ln 2, as in a float32
+    run; the float32 reference (the default) leaves bfloat16's rounding in it. Weights drawn 10x
+    wider than usual, so that rounding moves the loss well beyond float32's."""
+    model_dir = tiny_model_dir(tmp_path / "wide", tiny_tokenizer, initializer_range=0.2)
+    first_losses = {}
+    for precision in ("policy", "full"):
+        config = tiny_config(tmp_path, model_dir, run={"name": precision},
+                             reference={"strategy": "precomputed", "precision": precision},
+                             train={"max_steps": 1, "batch_size": 4, "threads": 1,
+                                    "autocast": "bfloat16"})
+        result = loop.train(config)
+        first_losses[precision] = _train_losses(result.run_dir)[0]
+        assert read_manifest(result.run_dir)["reference"]["autocast"] == \
+            ("bfloat16" if precision == "policy" else "off")
+    assert first_losses["policy"]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert first_losses["policy"]["logps/chosen_change"] == pytest.approx(0.0, abs=1e-4)
+    assert abs(first_losses["full"]["loss"] - math.log(2)) > 1e-4

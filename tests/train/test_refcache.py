@@ -132,3 +132,17 @@ def test_works_with_a_single_process_accelerator(tmp_path, model_dir):
     accelerated = build_precomputed(config, loaded, splits, Accelerator(cpu=True))
     assert not accelerated.describe()["splits"]["train"]["reused"]
     assert torch.equal(plain.tables["train"].chosen, accelerated.tables["train"].chosen)
+
+
+def test_a_policy_precision_reference_under_autocast_has_a_cache_of_its_own(tmp_path, model_dir):
+    """`reference.precision: policy` adds the autocast dtype to the key, only when autocast is on:
+    a float32 cache is refused naming it; with autocast off the float32 cache is reused."""
+    cache = tmp_path / "refcache"
+    first, _, _ = _build(_config(tmp_path, model_dir, cache))
+    assert "autocast" not in first.plans["train"].key  # caches from before the part stay valid
+    policy = {"strategy": "precomputed", "cache": str(cache), "precision": "policy"}
+    message = _refusal(tiny_config(tmp_path, model_dir, reference=policy,
+                                   train={"autocast": "bfloat16"}))
+    assert 'different autocast (autocast: cached null, this run "bfloat16")' in message
+    same, _, _ = _build(tiny_config(tmp_path, model_dir, reference=policy))
+    assert all(info["reused"] for info in same.describe()["splits"].values())

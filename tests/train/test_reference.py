@@ -18,15 +18,18 @@ from prefalign.train.data import TokenizedSplit, prepare_splits
 from prefalign.train.model import LoadedModel, load_model
 from prefalign.train.reference import Reference, build_reference, eval_mode
 from prefalign.train.scorer import PairScorer
+from prefalign.train.scoring import build_scorer
 
 LORA = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.3}
 BATCHES = {"train": [[0, 1, 2, 3], [17, 5, 23, 8]], "eval": [[0, 1, 2], [11, 4]]}
 
 
 
-def _setup(tmp_path: Path, tokenizer, **sections) -> tuple[Config, LoadedModel, dict]:
+def _setup(tmp_path: Path, tokenizer, initializer_range: float = 0.02,
+           **sections) -> tuple[Config, LoadedModel, dict]:
     """A tiny model with attention dropout (so eval mode matters), its config, policy and splits."""
-    model_dir = tiny_model_dir(tmp_path, tokenizer, attention_dropout=0.2)
+    model_dir = tiny_model_dir(tmp_path, tokenizer, attention_dropout=0.2,
+                               initializer_range=initializer_range)
     config = tiny_config(tmp_path, model_dir, **sections)
     loaded = load_model(config.model, config.lora)
     loaded.model.train()  # as during training: dropout active in the policy
@@ -71,7 +74,7 @@ def test_adapter_off_equals_frozen_copy_at_step_0(tmp_path, tiny_tokenizer):
     _assert_close(off_logps, _all_logps(adapter_off, splits, pad))  # no dropout: repeatable
     assert all(not lp.chosen.requires_grad and not lp.rejected.requires_grad for lp in off_logps)
     assert all(module.training for module in loaded.model.modules())  # train mode restored
-    assert adapter_off.describe() == {"strategy": "adapter_off", "note": None}
+    assert adapter_off.describe() == {"strategy": "adapter_off", "autocast": "off", "note": None}
 
 
 def test_frozen_copy_is_a_separate_frozen_model(tmp_path, tiny_tokenizer):
@@ -199,3 +202,35 @@ def test_starting_adapter_semantics(tmp_path, tiny_tokenizer, caplog):
     assert "WITHOUT" in adapter_off.describe()["note"]
     _assert_close(_all_logps(adapter_off, splits, pad), base)
     assert not torch.allclose(policy[0].chosen, base[0].chosen)  # the adapter matters
+
+
+@pytest.mark.parametrize("strategy", ["frozen_copy", "adapter_off", "precomputed"])
+def test_policy_precision_scores_as_the_policy_under_autocast(tmp_path, tiny_tokenizer, strategy):
+    """`reference.precision: policy` under bfloat16 autocast: at step 0 the reference is the
+    policy's own autocast forward, not the float32 one that `full` (the default) gives.
+
+    Tolerance: weights drawn 10x wider than usual (sums near -400) so that bfloat16 moves the
+    float32 sums by 1e-4 relative and more, while two autocast forwards of the same scorer that
+    pack the pairs into other rows agree within 1e-6 (the padded scorer would differ from the
+    packed one by bfloat16 roundings, hence the policy is scored as training scores it)."""
+    from dataclasses import replace
+
+    config, loaded, splits = _setup(tmp_path, tiny_tokenizer, initializer_range=0.2, lora=LORA,
+                                    train={"autocast": "bfloat16", "eval_batch_size": 3},
+                                    reference={"precision": "policy"})
+    config = _with_strategy(config, strategy)
+    pad = loaded.tokenizer.pad_token_id
+    scorer = build_scorer(loaded.model, config.train)  # packed, as training runs it
+    with eval_mode(scorer), torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        policy = [scorer(**{k: v for k, v in _batch(splits[n], i, pad).items() if k != "index"})
+                  for n, batches in BATCHES.items() for i in batches]
+    mixed = build_reference(config, loaded, scorer, splits)
+    full_config = replace(config, reference=replace(config.reference, precision="full"))
+    full = build_reference(full_config, loaded, scorer, splits)
+    mixed_logps, full_logps = _all_logps(mixed, splits, pad), _all_logps(full, splits, pad)
+    _assert_close(mixed_logps, policy)
+    for ours, float32 in zip(mixed_logps, full_logps, strict=True):  # bfloat16 really ran
+        assert not torch.allclose(ours.chosen, float32.chosen, rtol=2e-5, atol=0.0)
+        assert not torch.allclose(ours.rejected, float32.rejected, rtol=2e-5, atol=0.0)
+    assert mixed.describe()["autocast"] == "bfloat16"
+    assert full.describe()["autocast"] == "off"

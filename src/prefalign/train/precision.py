@@ -8,12 +8,14 @@ float32 on purpose:
   float32 hidden states). Its backward's two gradient products take bfloat16 operands, as
   autocast's own layers' backward products do;
 - the backward pass's casts back to float32 gradients (autocast's own rule);
-- every reference log-prob: reference forwards run outside this context. Measured on
+- every reference log-prob, by default (`reference.precision: full`): reference forwards run
+  outside this context. Measured on
   SmolLM2-135M: bfloat16 rounding moves a sequence's summed log-prob by ~0.13 nats (64 hh-rlhf
   pairs) and does not cancel between two models whose weights differ (48 pairs, policy weights
   perturbed as training would), so a bfloat16 reference adds its own error to the implicit reward
   (mean error of the margin change 0.23 nats) instead of removing the policy's (0.17-0.20 with a
   float32 reference). A float32 reference is also shared with float32 runs (one cache).
+  `reference.precision: policy` runs them inside it instead (`reference_autocast`), as TRL does.
 """
 
 from __future__ import annotations
@@ -22,13 +24,24 @@ import contextlib
 
 import torch
 
-from prefalign.config import TrainSection
+from prefalign.config import Config, TrainSection
 
 AUTOCAST_DTYPES = {"bfloat16": torch.bfloat16}
 
 
 def policy_precision(train: TrainSection, device: torch.device) -> contextlib.AbstractContextManager:
     """The context the policy's forward runs in: autocast on `device`, or nothing."""
-    if train.autocast == "off":
+    return forward_precision(train.autocast, device)
+
+
+def forward_precision(autocast: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """autocast "off": nothing; else torch.autocast on `device` to that dtype."""
+    if autocast == "off":
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[train.autocast])
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[autocast])
+
+
+def reference_autocast(config: Config) -> str:
+    """The autocast reference forwards run under: the policy's with `reference.precision:
+    policy`, else "off"."""
+    return config.train.autocast if config.reference.precision == "policy" else "off"

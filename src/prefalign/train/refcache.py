@@ -4,8 +4,10 @@ A cache file is safetensors: four (N,) tensors, one entry per pair of a split in
 (`chosen`, `rejected` float32 summed log-probs; `chosen_count`, `rejected_count` int64 response
 token counts), with the JSON key in the metadata. The key names everything that determines the
 numbers: the base weights (hash), dtype, tokenizer, chat template, the split's data fingerprint,
-truncation settings and the starting adapter. Paths and file names are deliberately left out,
-so a moved model or data file still hits the cache.
+truncation settings, the starting adapter and, when reference forwards run under autocast
+(`reference.precision: policy`), its dtype (a part left out otherwise, so float32 caches made
+before it existed stay valid). Paths and file names are deliberately left out, so a moved model
+or data file still hits the cache.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from prefalign.atomic import atomic_open
 from prefalign.config import Config
 from prefalign.data.tokenizer import cache_root, tokenizer_identity
 from prefalign.losses import PairLogps
+from prefalign.train.precision import reference_autocast
 
 if TYPE_CHECKING:
     from prefalign.train.data import TokenizedSplit
@@ -31,7 +34,7 @@ if TYPE_CHECKING:
 
 KEY_VERSION = "prefalign-reference-logps-v1"  # bump when the meaning of the numbers changes
 KEY_PARTS = ("version", "model", "dtype", "tokenizer", "chat_template", "data", "truncation",
-             "adapter")
+             "adapter", "autocast")
 _METADATA_FIELD = "prefalign_reference_key"
 _TENSORS = ("chosen", "rejected", "chosen_count", "rejected_count")
 _HEX = frozenset("0123456789abcdef")
@@ -57,12 +60,13 @@ class CachePlan:
 
 
 def reference_cache_key(config: Config, loaded: LoadedModel, split: TokenizedSplit) -> dict[str, Any]:
-    """The parts (KEY_PARTS) that decide a split's reference log-probs."""
+    """The parts (KEY_PARTS, and "autocast" when not off) that decide a split's reference
+    log-probs."""
     identity = tokenizer_identity(loaded.tokenizer)
     chat_template = identity.pop("chat_template_sha256")
     identity.pop("name_or_path")  # a path: the same tokenizer elsewhere must still match
     data = config.data
-    return {
+    key = {
         "version": KEY_VERSION,
         "model": {"weight_hash": loaded.weight_hash},
         "dtype": config.model.dtype,
@@ -73,6 +77,10 @@ def reference_cache_key(config: Config, loaded: LoadedModel, split: TokenizedSpl
                        "on_overflow": data.on_overflow},
         "adapter": {"sha256": loaded.adapter_hash} if loaded.adapter is not None else None,
     }
+    autocast = reference_autocast(config)
+    if autocast != "off":
+        key["autocast"] = autocast
+    return key
 
 
 def key_digest(key: dict[str, Any]) -> str:

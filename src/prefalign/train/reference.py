@@ -1,7 +1,8 @@
 """Reference log-probs for a batch: frozen copy, adapter switched off, precomputed, or none.
 
 Every reference forward runs under no_grad with the model in eval mode (no dropout) and
-returns detached tensors. What the reference is when training starts from an existing adapter
+returns detached tensors, outside `train.autocast` unless `reference.precision` is "policy"
+(`precision.reference_autocast`). What the reference is when training starts from an existing adapter
 (`model.adapter`): frozen_copy and precomputed use the base model with that adapter merged, as it
 was at the start; adapter_off uses the base model WITHOUT it (a warning says so).
 """
@@ -21,6 +22,7 @@ from prefalign.config import Config, TrainSection
 from prefalign.data.collate import collate_pairs
 from prefalign.losses import PairLogps
 from prefalign.train.model import load_reference_model
+from prefalign.train.precision import forward_precision, reference_autocast
 from prefalign.train.refcache import CachePlan, plan_cache, read_cache, write_cache
 from prefalign.train.scoring import build_scorer
 
@@ -57,18 +59,20 @@ class FrozenCopyReference(Reference):
 
     strategy = "frozen_copy"
 
-    def __init__(self, model: nn.Module, train: TrainSection, details: dict[str, Any]):
+    def __init__(self, model: nn.Module, train: TrainSection, details: dict[str, Any],
+                 autocast: str = "off"):
         self.scorer = build_scorer(model, train).eval().requires_grad_(False)
         self.details = details
+        self.autocast = autocast
 
     def logps(self, batch: Mapping[str, Tensor], split: str) -> PairLogps:
         device = batch["chosen_input_ids"].device
         if _device_of(self.scorer) != device:
             self.scorer.to(device)
-        return score(self.scorer, batch)
+        return score(self.scorer, batch, self.autocast)
 
     def describe(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, **self.details}
+        return {"strategy": self.strategy, "autocast": self.autocast, **self.details}
 
 
 class AdapterOffReference(Reference):
@@ -76,17 +80,19 @@ class AdapterOffReference(Reference):
 
     strategy = "adapter_off"
 
-    def __init__(self, policy: nn.Module, scorer: Callable[..., PairLogps], note: str | None):
+    def __init__(self, policy: nn.Module, scorer: Callable[..., PairLogps], note: str | None,
+                 autocast: str = "off"):
         self.policy = policy  # the PeftModel whose adapter is switched off
         self.scorer = scorer  # the policy's scorer, possibly wrapped for distributed training
         self.note = note
+        self.autocast = autocast
 
     def logps(self, batch: Mapping[str, Tensor], split: str) -> PairLogps:
         with self.policy.disable_adapter(), eval_mode(self.policy):
-            return score(self.scorer, batch)
+            return score(self.scorer, batch, self.autocast)
 
     def describe(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "note": self.note}
+        return {"strategy": self.strategy, "autocast": self.autocast, "note": self.note}
 
 
 class PrecomputedReference(Reference):
@@ -94,9 +100,11 @@ class PrecomputedReference(Reference):
 
     strategy = "precomputed"
 
-    def __init__(self, tables: dict[str, PairLogps], plans: dict[str, CachePlan]):
+    def __init__(self, tables: dict[str, PairLogps], plans: dict[str, CachePlan],
+                 autocast: str = "off"):
         self.tables = tables  # split name -> PairLogps of (N,) tensors on the CPU
         self.plans = plans
+        self.autocast = autocast
 
     def logps(self, batch: Mapping[str, Tensor], split: str) -> PairLogps:
         table = self.tables[split]
@@ -114,7 +122,7 @@ class PrecomputedReference(Reference):
             name: {"cache": str(plan.path), "key_sha256": plan.key_digest, "reused": plan.reusable}
             for name, plan in self.plans.items()
         }
-        return {"strategy": self.strategy, "splits": splits}
+        return {"strategy": self.strategy, "autocast": self.autocast, "splits": splits}
 
 
 def build_reference(
@@ -136,15 +144,17 @@ def build_reference(
     if strategy == "frozen_copy":
         model = load_reference_model(config.model, expected_hash=loaded.weight_hash)
         details = {"weight_hash": loaded.weight_hash, "adapter_merged": loaded.adapter}
-        return FrozenCopyReference(model, config.train, details)
+        return FrozenCopyReference(model, config.train, details, reference_autocast(config))
     if strategy == "adapter_off":
-        return _adapter_off(loaded, scorer)
+        return _adapter_off(loaded, scorer, reference_autocast(config))
     if strategy == "precomputed":
         return build_precomputed(config, loaded, splits, accelerator)
     raise ValueError(f"reference.strategy: unknown strategy {strategy!r}")
 
 
-def _adapter_off(loaded: LoadedModel, scorer: Callable[..., PairLogps]) -> AdapterOffReference:
+def _adapter_off(
+    loaded: LoadedModel, scorer: Callable[..., PairLogps], autocast: str
+) -> AdapterOffReference:
     if not loaded.lora:
         raise ValueError("reference.strategy: adapter_off needs lora.enabled: true")
     note = None
@@ -152,7 +162,7 @@ def _adapter_off(loaded: LoadedModel, scorer: Callable[..., PairLogps]) -> Adapt
         note = (f"the reference is the base model WITHOUT the starting adapter {loaded.adapter}; "
                 f"use frozen_copy or precomputed to compare against base + that adapter")
         logger.warning("reference.strategy adapter_off: %s", note)
-    return AdapterOffReference(loaded.model, scorer, note)
+    return AdapterOffReference(loaded.model, scorer, note, autocast)
 
 
 def build_precomputed(
@@ -165,18 +175,19 @@ def build_precomputed(
     plans = {name: plan_cache(config, loaded, split) for name, split in splits.items()}
     missing = [name for name, plan in plans.items() if not plan.reusable]
     computes = accelerator is None or accelerator.is_local_main_process
+    autocast = reference_autocast(config)
     if missing and computes:
         device = accelerator.device if accelerator is not None else _device_of(loaded.model)
         with starting_policy(config, loaded, device) as scorer:
             for name in missing:
                 logps = score_split(scorer, splits[name], loaded.tokenizer.pad_token_id,
-                                    config.train.eval_batch_size)
+                                    config.train.eval_batch_size, autocast)
                 write_cache(plans[name].path, plans[name].key, logps)
     if accelerator is not None:
         accelerator.wait_for_everyone()  # the other processes read what their main wrote
     tables = {name: read_cache(plan.path, plan.key, len(splits[name].tokenized))
               for name, plan in plans.items()}
-    return PrecomputedReference(tables, plans)
+    return PrecomputedReference(tables, plans, autocast)
 
 
 @contextlib.contextmanager
@@ -198,7 +209,8 @@ def starting_policy(config: Config, loaded: LoadedModel, device: torch.device) -
 
 
 def score_split(
-    scorer: nn.Module, split: TokenizedSplit, pad_token_id: int, batch_size: int
+    scorer: nn.Module, split: TokenizedSplit, pad_token_id: int, batch_size: int,
+    autocast: str = "off",
 ) -> PairLogps:
     """Reference log-probs of every pair of `split`, in split order, as (N,) CPU tensors.
 
@@ -214,13 +226,16 @@ def score_split(
         batch = collate_pairs([pairs[i] for i in index.tolist()], pad_token_id)
         batch = {name: tensor.to(device) for name, tensor in batch.items()}
         with eval_mode(scorer):
-            parts.append((index, logps_to_cpu(score(scorer, batch))))
+            parts.append((index, logps_to_cpu(score(scorer, batch, autocast))))
     return scatter_logps(parts, len(pairs))
 
 
-def score(scorer: Callable[..., PairLogps], batch: Mapping[str, Tensor]) -> PairLogps:
-    """One no_grad forward of the six batch tensors; results detached."""
-    with torch.no_grad():
+def score(
+    scorer: Callable[..., PairLogps], batch: Mapping[str, Tensor], autocast: str = "off"
+) -> PairLogps:
+    """One no_grad forward of the six batch tensors (under `autocast`); results detached."""
+    device = batch["chosen_input_ids"].device
+    with torch.no_grad(), forward_precision(autocast, device):
         logps = scorer(**{name: batch[name] for name in BATCH_TENSORS})
     return PairLogps(
         chosen=logps.chosen.detach(),
