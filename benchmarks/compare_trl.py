@@ -218,16 +218,29 @@ def summarize_all(entries: list[dict]) -> list[dict]:
     return comparisons
 
 
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    path = Path("/proc/cpuinfo")
+    fields: dict[str, str] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if not line.strip():
+            break
+        name, _, value = line.partition(":")
+        fields[name.strip()] = value.strip()
+    return fields
+
+
 def machine(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
+    info = cpuinfo()
+    cpu = info.get("model name", platform.processor())
+    # "AMD EPYC" alone does not say which generation: family 25 is Zen 3/4, 26 Zen 5
+    family = "/".join(info.get(field, "?") for field in ("cpu family", "model", "stepping"))
     memory = next((line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
                    if line.startswith("MemTotal:")), "0")
     versions = {e["side"]: e["result"]["versions"] for e in entries}
     peaks = {dtype: [f(e["result"]["peak_flops"][dtype] for e in entries) for f in (min, max)]
              for dtype in ("float32", "bfloat16")}
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+    return {"cpu": cpu, "cpu_family_model_stepping": family, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
             "memory_gib": round(int(memory) / 2**20, 1), "platform": platform.platform(),
             "python": platform.python_version(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
