@@ -270,8 +270,12 @@ def native_tokenization(entries, tokenized, args, model_dir: Path) -> dict | Non
                                     tokenizer_dir=model_dir)
 
 
-def print_report(args, entries, comparisons, tokenization) -> None:
-    print(f"\n{args.steps} steps x {args.batch_size} pairs per run; training steps exclude "
+def print_report(args, entries, comparisons, tokenization, host: dict[str, Any]) -> None:
+    peaks = ", ".join(f"{dtype} {low / 1e9:.0f}-{high / 1e9:.0f}"
+                      for dtype, (low, high) in host["peak_flops_min_max"].items())
+    print(f"\n{host['cpu']} (family/model/stepping {host['cpu_family_model_stepping']}), "
+          f"{host['usable_cores']} cores; matmul peak GFLOP/s {peaks}")
+    print(f"{args.steps} steps x {args.batch_size} pairs per run; training steps exclude "
           "step 1 (warm-up); all in = every step + any reference pass before step 1\n")
     print(format_table(entries, comparisons))
     print()
@@ -296,9 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         entries += run_config(args, name, model_dir, data_file, workdir, trl_python, plan)
     comparisons = summarize_all(entries)
     tokenization = native_tokenization(entries, tokenized, args, model_dir)
-    print_report(args, entries, comparisons, tokenization)
+    host = machine(entries)
+    print_report(args, entries, comparisons, tokenization, host)
     settings = vars(args) | {"configs": {name: vars(CONFIGS[name]) for name in args.configs}}
-    report = {"command": command, "machine": machine(entries), "settings": settings,
+    report = {"command": command, "machine": host, "settings": settings,
               "model_dir": str(model_dir), "runs": entries, "comparisons": comparisons,
               "tokenization": tokenization}
     args.out.parent.mkdir(parents=True, exist_ok=True)

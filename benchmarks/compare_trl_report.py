@@ -105,7 +105,7 @@ def ratios(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _row(cells: list[str]) -> str:
-    widths = (10, 10, 7, 14, 15, 9, 13, 7, 12)
+    widths = (19, 10, 7, 14, 15, 9, 13, 7, 12)  # the longest config name, full-bf16-policyref
     return "  ".join(f"{cell:<{w}}" if i < 3 else f"{cell:>{w}}"
                      for i, (cell, w) in enumerate(zip(cells, widths, strict=True)))
 
