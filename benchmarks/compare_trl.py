@@ -240,7 +240,8 @@ def machine(entries: list[dict[str, Any]]) -> dict[str, Any]:
     versions = {e["side"]: e["result"]["versions"] for e in entries}
     peaks = {dtype: [f(e["result"]["peak_flops"][dtype] for e in entries) for f in (min, max)]
              for dtype in ("float32", "bfloat16")}
-    return {"cpu": cpu, "cpu_family_model_stepping": family, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
+    return {"cpu": cpu, "cpu_family_model_stepping": family, "cores": os.cpu_count(),
+            "usable_cores": len(os.sched_getaffinity(0)),
             "memory_gib": round(int(memory) / 2**20, 1), "platform": platform.platform(),
             "python": platform.python_version(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -158,10 +158,10 @@ class TrainSection:
     without padding; "padded" is the plain (2B, T) forward. Same log-probs (within 1e-4).
     autocast: "bfloat16" runs the policy's decoder under torch.autocast (bfloat16 matmuls) while
     weights, gradients and optimiser state stay float32 (model.dtype must be float32); the
-    vocabulary projection's logits, log-softmax and every reference log-prob stay float32
-    (README, "bfloat16 autocast"). attention_blocks: the packed scorer attends within each
-    pair's block of a row instead of over the whole row (same results, ~1.3x faster training
-    on CPU).
+    vocabulary projection's logits, log-softmax and (unless `reference.precision: policy`)
+    every reference log-prob stay float32 (README, "bfloat16 autocast"). attention_blocks: the
+    packed scorer attends within each pair's block of a row instead of over the whole row (same
+    results, ~1.3x faster training on CPU).
     cpu_matmul: "onednn" runs float32 CPU linear layers and the vocabulary projection through
     oneDNN instead of torch's default BLAS (MKL runs AVX2 kernels on AMD CPUs; oneDNN AVX-512:
     ~2x faster products here, same float32 results within 1e-5); "auto" means onednn on x86-64

@@ -2,9 +2,9 @@
 
 Every reference forward runs under no_grad with the model in eval mode (no dropout) and
 returns detached tensors, outside `train.autocast` unless `reference.precision` is "policy"
-(`precision.reference_autocast`). What the reference is when training starts from an existing adapter
-(`model.adapter`): frozen_copy and precomputed use the base model with that adapter merged, as it
-was at the start; adapter_off uses the base model WITHOUT it (a warning says so).
+(`precision.reference_autocast`). What the reference is when training starts from an existing
+adapter (`model.adapter`): frozen_copy and precomputed use the base model with that adapter
+merged, as it was at the start; adapter_off uses the base model WITHOUT it (a warning says so).
 """
 
 from __future__ import annotations

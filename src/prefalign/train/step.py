@@ -58,8 +58,8 @@ class StepResult:
 def forward_pairs(
     run: Run, scorer: torch.nn.Module, batch: Mapping[str, Tensor], split: str
 ) -> tuple[LossOutput, PairLogps, PairLogps | None]:
-    """Policy log-probs (through `scorer`, under `train.autocast`), reference log-probs (never
-    under autocast: see `precision`) and the configured loss."""
+    """Policy log-probs (through `scorer`, under `train.autocast`), reference log-probs (under
+    it only with `reference.precision: policy`: see `precision`) and the configured loss."""
     device = batch["chosen_input_ids"].device
     with policy_precision(run.config.train, device):
         policy = scorer(**model_inputs(dict(batch)))
