@@ -6,7 +6,8 @@ than twice that threshold is free there. A training step allocates and frees muc
 tensors every step: activations of a few MiB, and the vocabulary projection's blocks of 50–200
 MiB, which are always over the threshold. Each block returned is faulted in again, page by page,
 at its next use. Page faults are dear on this project's CPU machine (a virtual machine: ~10 µs
-each, about 2.5 s of system time per GiB). In the `compare_trl.py` bfloat16 setting, steps
+each, about 2.5 s of system time per GiB, on the Zen 5 host it was measured on; ~1.5 µs and
+0.4 s per GiB on a Zen 4 host). In the `compare_trl.py` bfloat16 setting, steps
 after the second (whose tensors are all new anyway) still took up to 104,000 of them; counted
 per operation in one such step, nearly all were in the projection's blocks.
 
