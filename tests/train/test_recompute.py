@@ -18,14 +18,14 @@ from run_helpers import tiny_config
 from safetensors.torch import load_file
 from test_packed import SHAPES, logps_and_grads, random_pairs
 from tiny_models import tiny_llama, tiny_model_dir
-from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from prefalign import onednn
 from prefalign.data.collate import collate_pairs
 from prefalign.train.logger import read_metrics
 from prefalign.train.loop import train
 from prefalign.train.packed import PackedPairScorer
-from prefalign.train.recompute import recompute_blocks
+from prefalign.train.recompute import PRODUCTS, recompute_blocks
 from prefalign.train.scorer import PairScorer, decoder_blocks
 
 MATMULS = ["torch", *(["onednn"] if onednn.available() else [])]
@@ -129,23 +129,40 @@ def test_a_run_with_gradient_checkpointing_equals_one_without(tmp_path, tiny_tok
         assert max((weights[0][k] - other[k]).abs().max().item() for k in weights[0]) < 1e-6
 
 
+class _CountOps(TorchDispatchMode):
+    """Counts the operators that run while it is active: all of them, and the matrix products
+    and attention kernels that `pointwise` keeps (recompute.PRODUCTS)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = self.products = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.total += 1
+        self.products += func in PRODUCTS
+        return func(*args, **(kwargs or {}))
+
+
 @pytest.mark.parametrize("matmul", MATMULS)
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
-def test_pointwise_keeps_less_than_plain_and_more_than_blocks(tiny_tokenizer, matmul, lora):
-    """Bytes the forward pass leaves allocated for backward (the profiler's net allocations):
-    `pointwise` drops the elementwise activations but keeps every product's output, so it lies
-    strictly between keeping everything and recomputing whole blocks."""
+def test_pointwise_recomputes_elementwise_operations_and_no_product(tiny_tokenizer, matmul,
+                                                                     lora):
+    """What backward runs: with `pointwise` the plain backward's products and nothing more (every
+    product's output was kept) plus the elementwise operations again; with `blocks` the
+    products again too. Operator counts are deterministic, unlike allocation counters."""
     batch = collate_pairs(random_pairs(len(tiny_tokenizer), SHAPES), tiny_tokenizer.pad_token_id)
     batch = {k: v for k, v in batch.items() if k != "index"}
-    saved = {}
+    counts = {}
     for recompute in (None, "pointwise", "blocks"):
         scorer = PackedPairScorer(_model(tiny_tokenizer, lora, recompute))
-        with onednn.cpu_matmul(matmul), profile(activities=[ProfilerActivity.CPU],
-                                                 profile_memory=True) as forward:
+        with onednn.cpu_matmul(matmul):
             logps = scorer(**batch)
-        saved[recompute] = sum(event.self_cpu_memory_usage for event in forward.events())
-        (logps.chosen.sum() + logps.rejected.sum()).backward()
-    assert saved["blocks"] < saved["pointwise"] < saved[None]
+        with _CountOps() as backward:
+            (logps.chosen.sum() + logps.rejected.sum()).backward()
+        counts[recompute] = backward
+    plain, pointwise, blocks = counts[None], counts["pointwise"], counts["blocks"]
+    assert pointwise.products == plain.products < blocks.products
+    assert plain.total < pointwise.total < blocks.total
 
 
 def test_an_unknown_recompute_mode_is_refused(tiny_tokenizer):
