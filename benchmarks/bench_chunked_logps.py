@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from prefalign.losses import IGNORE_INDEX, sequence_logps, sequence_logps_from_hidden
+from prefalign.engine.forward.logps import IGNORE_INDEX, sequence_logps, sequence_logps_from_hidden
 
 PATHS = ("plain", "chunked")
 MASKINGS = ("all", "response")  # every position scored / only the second half of each sequence

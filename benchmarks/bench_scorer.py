@@ -78,8 +78,8 @@ def load_model_and_batches(args: argparse.Namespace):
 
 
 def make_scorer(name: str, model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
-    from prefalign.train.packed import PackedPairScorer
-    from prefalign.train.scorer import PairScorer
+    from prefalign.engine.forward.packed import PackedPairScorer
+    from prefalign.engine.forward.scorer import PairScorer
 
     if name == "plain":
         return PairScorer(model, args.chunk_size)
@@ -91,7 +91,7 @@ def row_budget(name: str, args: argparse.Namespace) -> int | None:
 
 
 def decoder_positions(name: str, pairs: list[TokenizedPair], args: argparse.Namespace) -> int:
-    from prefalign.train.packed_layout import PairTokens, build_layout
+    from prefalign.engine.forward.packed_layout import PairTokens, build_layout
 
     if name == "plain":
         return (

@@ -89,7 +89,7 @@ def _write_export(source: str, target: Path) -> None:
 
     from prefalign.config import ModelSection
     from prefalign.data.tokenizer import load_tokenizer
-    from prefalign.train.model import load_base_model
+    from prefalign.engine.models.load import load_base_model
 
     model = load_base_model(ModelSection(source=source, dtype="float32"))
     tokenizer = load_tokenizer(source)
@@ -142,7 +142,7 @@ def prefalign_overrides(setup: Setup, *, model_dir: Path, run_root: Path, data: 
 def planned_pairs(overrides: list[str]) -> tuple[Config, list[PreferencePair], list[TokenizedPair]]:
     """The pairs of every optimiser step, in order, exactly as prefalign's train() visits them."""
     from prefalign.data.tokenizer import load_tokenizer
-    from prefalign.train.data import (
+    from prefalign.trainers.dpo.data import (
         epoch_permutation,
         global_batch_size,
         micro_batch_indices,
@@ -189,7 +189,7 @@ def pair_lengths(tokenized: list[TokenizedPair], batch_size: int) -> list[list[l
 
 def packed_positions(tokenized: list[TokenizedPair], batch_size: int) -> list[int]:
     """Per step, the positions prefalign's packed scorer runs the decoder on (prefix once)."""
-    from prefalign.train.packed_layout import PairTokens
+    from prefalign.engine.forward.packed_layout import PairTokens
 
     lengths = [PairTokens.from_tokenized(p).segment_length for p in tokenized]
     return [sum(lengths[start : start + batch_size]) for start in range(0, len(lengths), batch_size)]

@@ -1,4 +1,4 @@
-"""prefalign side of compare_trl.py: `prefalign.train.train(config)` as is, with a stopwatch.
+"""prefalign side of compare_trl.py: `prefalign.trainers.loop.loop.train(config)` as is, with a stopwatch.
 
     .venv/bin/python benchmarks/compare_trl_prefalign.py SPEC.json
 
@@ -35,8 +35,8 @@ def wrap(module: Any, name: str, make_wrapper: Any) -> None:
 
 def instrument(spec: dict[str, Any], clock: StepClock, seen: dict[str, Any]) -> None:
     """Wrap the three names (see the module docstring); `seen` collects what they observe."""
-    from prefalign.train import loop
-    from prefalign.train import run as run_module
+    from prefalign.trainers.loop import loop
+    from prefalign.trainers.loop import run as run_module
 
     def one_step(original):
         def timed(run, position, progress):
@@ -73,7 +73,7 @@ def instrument(spec: dict[str, Any], clock: StepClock, seen: dict[str, Any]) -> 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     from prefalign.config import load_config
-    from prefalign.train import loop
+    from prefalign.trainers.loop import loop
 
     peaks = machine_peaks()
     clock = StepClock()

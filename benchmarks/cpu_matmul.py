@@ -4,7 +4,7 @@
 
 For SmolLM2-135M's linear layers (hidden 576, MLP 1536, vocabulary 49152) over `--tokens` rows:
 the forward product x·Wᵀ, the input gradient g·W and the weight gradient gᵀ·x, each timed
-through torch (`F.linear` / `torch.mm`, MKL on x86 wheels) and through `prefalign.onednn`.
+through torch (`F.linear` / `torch.mm`, MKL on x86 wheels) and through `prefalign.engine.forward.onednn`.
 Prints GFLOP/s per path, the ratio and the largest relative difference between the two results.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from prefalign import onednn
+from prefalign.engine.forward import onednn
 
 SHAPES = {"attention 576→576": (576, 576), "MLP up 576→1536": (576, 1536),
           "MLP down 1536→576": (1536, 576), "head 576→49152": (576, 49152)}

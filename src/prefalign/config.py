@@ -53,7 +53,7 @@ class ModelSection:
     `smollm2-135m-instruct`. adapter: an existing LoRA adapter directory to start from (the
     reference is then the base model with that adapter, see README). trust_remote_code: off unless
     you ask. gradient_checkpointing: trade compute for activation memory, each decoder block
-    recomputed in backward under the settings its forward pass ran with (train/recompute.py):
+    recomputed in backward under the settings its forward pass ran with (engine/forward/recompute.py):
     true recomputes whole blocks; "pointwise" keeps the matrix products' and attention's
     outputs and recomputes only the elementwise operations (in float32 about two thirds of the
     memory `true` saves for a fifth of its extra time; README, "Memory")."""

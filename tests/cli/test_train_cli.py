@@ -95,8 +95,8 @@ def test_train_runs_refuses_to_overwrite_and_resumes(tmp_path, tiny_tokenizer, c
     """A 2-step LoRA run on a tiny Llama, then a refusal without --resume, then 1 more step."""
     import json
 
-    from train.run_helpers import write_pairs
-    from train.tiny_models import tiny_model_dir
+    from run_helpers import write_pairs
+    from tiny_models import tiny_model_dir
 
     model_dir = tiny_model_dir(tmp_path, tiny_tokenizer)
     config_file = tmp_path / "run.yaml"

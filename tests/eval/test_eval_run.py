@@ -12,9 +12,9 @@ from prefalign.cli.main import main
 from prefalign.eval.generate import DecodeSettings
 from prefalign.eval.probe import probe
 from prefalign.eval.runner import EvalOptions, run_eval
-from prefalign.train.loop import train
-from train.run_helpers import pair_rows, tiny_config
-from train.tiny_models import tiny_model_dir
+from prefalign.trainers.loop.loop import train
+from run_helpers import pair_rows, tiny_config
+from tiny_models import tiny_model_dir
 
 SMALL = EvalOptions(max_pairs=8, harmful=3, benign=3, kl_prompts=4, helpful_pairs=3,
                     decoding=DecodeSettings(max_new_tokens=6, batch_size=4), batch_size=4)

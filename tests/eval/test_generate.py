@@ -14,7 +14,7 @@ from prefalign.data.template import batch_token_ids, render_prompt
 from prefalign.data.types import Message
 from prefalign.eval.generate import DecodeSettings, Generation, generate, stop_token_ids
 from tiny import build_tiny_tokenizer
-from train.tiny_models import tiny_llama
+from tiny_models import tiny_llama
 
 TEXTS = ["Hello!", "What is the capital of France? Tell me a joke about a cat.", "Hi",
          "Please explain how a bicycle works, step by step.", "Why?", "The quick brown fox",

@@ -7,6 +7,7 @@ import torch
 
 from prefalign.data.tokenize import TruncationOptions
 from prefalign.data.types import Message, PreferencePair, Provenance
+from prefalign.engine.forward.packed import score_tokenized_pairs
 from prefalign.eval.pairs import (
     PairSet,
     ScoredPairs,
@@ -16,9 +17,8 @@ from prefalign.eval.pairs import (
     summarise,
 )
 from prefalign.losses import PairLogps, make_loss
-from prefalign.train.packed import score_tokenized_pairs
-from train.run_helpers import write_pairs
-from train.tiny_models import tiny_llama
+from run_helpers import write_pairs
+from tiny_models import tiny_llama
 
 
 def _pair(i: int, turns: int = 1, category: str | None = None) -> PreferencePair:

@@ -9,8 +9,8 @@ import math
 import pytest
 
 from eval.report_fixture import build_generations, build_metrics_rows, build_results
+from prefalign.engine.logger import MetricsLogger
 from prefalign.eval import plots
-from prefalign.train.logger import MetricsLogger
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -10,11 +10,11 @@ from transformers import AutoModelForCausalLM
 from prefalign.cli.main import main
 from prefalign.data.tokenize import IGNORE_INDEX, TruncationOptions, tokenize_pairs
 from prefalign.data.types import Message, PreferencePair, Provenance
+from prefalign.engine.forward.logps import sequence_logps
 from prefalign.eval.probe import format_probe, probe
-from prefalign.losses import sequence_logps
-from prefalign.train.loop import train
-from train.run_helpers import tiny_config
-from train.tiny_models import tiny_model_dir
+from prefalign.trainers.loop.loop import train
+from run_helpers import tiny_config
+from tiny_models import tiny_model_dir
 
 PROMPT = "Tell me about the sea, please."
 SYSTEM = "You are polite."

@@ -176,12 +176,18 @@ def test_reference_free_mix_needs_no_reference():
     assert mix(policy).losses.shape == (2,)
 
 
-def test_losses_import_with_torch_alone():
+def test_losses_import_with_torch_alone_and_set_nothing():
+    """`prefalign.losses` needs torch only and leaves the process as it found it (no
+    environment variables, such as the oneDNN route's cache settings)."""
     code = (
-        "import sys, prefalign.losses\n"
+        "import os, sys\n"
+        "before = dict(os.environ)\n"
+        "import prefalign.losses\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in {'transformers', 'tokenizers', 'datasets', 'yaml'}"
-        " or m.startswith(('prefalign.data', 'prefalign.config', 'prefalign.train'))]\n"
+        " or m.startswith(('prefalign.data', 'prefalign.config', 'prefalign.engine',"
+        " 'prefalign.trainers'))]\n"
         "assert not heavy, heavy\n"
+        "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -12,7 +12,7 @@ import yaml
 from prefalign.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:
-    from prefalign.train.loop import RunResult
+    from prefalign.trainers.loop.loop import RunResult
 
 DESCRIPTION = """\
 Train a policy on preference pairs (DPO and its relatives) as described by a YAML config.
@@ -65,8 +65,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config_yaml(config), end="")
         return 0
-    from prefalign.train.loop import train  # torch, transformers: only when training
-    from prefalign.train.run import end_processes
+    from prefalign.trainers.loop.loop import train  # torch, transformers: only when training
+    from prefalign.trainers.loop.run import end_processes
 
     try:
         result = train(config, resume=args.resume)

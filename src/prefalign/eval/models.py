@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from prefalign.config import Config, config_from_dict
-from prefalign.train.manifest import MANIFEST, read_manifest
-from prefalign.train.model import DTYPES, load_reference_model
+from prefalign.engine.manifest import MANIFEST, read_manifest
+from prefalign.engine.models.load import DTYPES, load_reference_model
 
 if TYPE_CHECKING:
     from torch import nn

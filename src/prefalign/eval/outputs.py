@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prefalign.atomic import atomic_open
-from prefalign.train.logger import read_metrics
+from prefalign.engine.logger import read_metrics
 
 EVAL_JSON = "eval.json"
 PAIRS_CSV = "pairs.csv"

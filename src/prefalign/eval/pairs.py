@@ -3,7 +3,7 @@
 Every pair is scored by both models exactly as training scores it (same chat template,
 truncation and summed response log-probs, prompt computed once per pair). The run's loss turns
 the log-probs into implicit rewards, so "accuracy" is the reward accuracy training reported.
-Summaries reuse `prefalign.train.evaluate.eval_metrics`: accuracy always comes with the
+Summaries reuse `prefalign.engine.metrics.eval_metrics`: accuracy always comes with the
 length-only baseline, the length-balanced accuracy and the reward/length correlation.
 
 Slices: `source` is the data source a pair came from (as given on the command line);
@@ -25,10 +25,10 @@ from prefalign.data.bundled import resolve_data_path
 from prefalign.data.load import LoadOptions, load_pairs
 from prefalign.data.tokenize import TokenizedPair, TruncationOptions, tokenize_pairs
 from prefalign.data.types import PreferencePair
+from prefalign.engine.forward.gather import logps_to_cpu, scatter_logps
+from prefalign.engine.forward.packed import score_tokenized_pairs
+from prefalign.engine.metrics import PairRecords, eval_metrics, reward_correct
 from prefalign.losses import ConfiguredLoss, PairLogps
-from prefalign.train.evaluate import PairRecords, eval_metrics, reward_correct
-from prefalign.train.packed import score_tokenized_pairs
-from prefalign.train.reference import logps_to_cpu, scatter_logps
 
 if TYPE_CHECKING:
     from torch import nn

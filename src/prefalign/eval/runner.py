@@ -18,6 +18,8 @@ from prefalign import __version__
 from prefalign.data.fingerprint import fingerprint_pairs
 from prefalign.data.tokenize import TruncationOptions
 from prefalign.data.tokenizer import load_tokenizer
+from prefalign.engine.forward.onednn import CpuMatmul, cpu_matmul
+from prefalign.engine.manifest import utc_now
 from prefalign.eval.cost import kl_estimate, perplexity_summary, response_pairs
 from prefalign.eval.generate import DecodeSettings, generate
 from prefalign.eval.models import (
@@ -40,8 +42,6 @@ from prefalign.eval.prompts import PromptItem, default_prompts
 from prefalign.eval.safety import answer_prompts, safety_section
 from prefalign.eval.templates import ALTERNATE_TEMPLATES, with_template
 from prefalign.losses import ConfiguredLoss, make_loss
-from prefalign.onednn import CpuMatmul, cpu_matmul
-from prefalign.train.manifest import utc_now
 
 HELPFUL = "bundled:hh-helpful-sample"
 
@@ -71,7 +71,7 @@ class EvalOptions:
     template_pairs: int = 100
     seed: int = 0
     batch_size: int = 2  # pairs per scoring forward: 2 scored 1.3x faster than 8 on 2 CPU cores
-    cpu_matmul: CpuMatmul = "auto"  # as train.cpu_matmul (prefalign.onednn)
+    cpu_matmul: CpuMatmul = "auto"  # as train.cpu_matmul (prefalign.engine.forward.onednn)
 
     def __post_init__(self) -> None:
         for name in ("max_pairs", "harmful", "benign", "kl_prompts", "helpful_pairs",

@@ -11,7 +11,6 @@ from .dpo import dpo_loss, robust_dpo_loss, rpo_loss
 from .hinge import hinge_loss
 from .ipo import ipo_loss
 from .kto import kto_kl_reference, kto_loss
-from .logps import IGNORE_INDEX, sequence_logps, sequence_logps_from_hidden
 from .metrics import dpo_gradient_weight, kl_proxy, reward_accuracy, reward_margins, reward_metrics
 from .mix import MixedLoss, mix_losses
 from .orpo import orpo_loss
@@ -19,7 +18,6 @@ from .registry import LOSSES, ConfiguredLoss, LossSpec, make_loss
 from .simpo import simpo_loss
 
 __all__ = [
-    "IGNORE_INDEX",
     "LOSSES",
     "ConfiguredLoss",
     "LossOutput",
@@ -45,7 +43,5 @@ __all__ = [
     "reward_metrics",
     "robust_dpo_loss",
     "rpo_loss",
-    "sequence_logps",
-    "sequence_logps_from_hidden",
     "simpo_loss",
 ]

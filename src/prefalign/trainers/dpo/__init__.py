@@ -1,0 +1,1 @@
+"""DPO and its relatives: preference splits, the reference model's log-probs and their cache."""

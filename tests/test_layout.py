@@ -1,0 +1,58 @@
+"""The package's dependencies point one way: `losses` needs torch only; `data` stands on neither
+the engine nor the trainers; the engine stands on `data` and `losses`; trainers and `eval` stand
+on the engine and never on each other; nothing imports `cli`. Checked on the source's imports."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import prefalign
+
+PACKAGE = Path(prefalign.__file__).parent
+
+# room -> rooms it must never import
+FORBIDDEN = {
+    "losses": {"data", "engine", "trainers", "eval", "cli", "config"},
+    "data": {"engine", "trainers", "eval", "cli", "losses"},
+    "engine": {"trainers", "eval", "cli"},
+    "trainers": {"eval", "cli"},
+    "eval": {"trainers", "cli"},
+}
+
+
+def _modules() -> list[str]:
+    return sorted(m.name for m in pkgutil.walk_packages([str(PACKAGE)], "prefalign."))
+
+
+def _imported(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return {name for name in names if name.startswith("prefalign.")}
+
+
+def _room(module: str) -> str:
+    return module.split(".")[1]
+
+
+@pytest.mark.parametrize("room", sorted(FORBIDDEN))
+def test_imports_point_one_way(room):
+    wrong = []
+    for path in sorted((PACKAGE / room).rglob("*.py")):
+        for name in _imported(path):
+            if _room(name) in FORBIDDEN[room]:
+                wrong.append(f"{path.relative_to(PACKAGE)} imports {name}")
+    assert not wrong, wrong
+
+
+def test_every_module_imports():
+    for name in _modules():
+        importlib.import_module(name)
