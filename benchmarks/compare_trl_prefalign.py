@@ -1,10 +1,11 @@
-"""prefalign side of compare_trl.py: `prefalign.trainers.loop.loop.train(config)` as is, with a stopwatch.
+"""prefalign side of compare_trl.py: `prefalign.trainers.dpo.train.train(config)` as is, with a
+stopwatch.
 
     .venv/bin/python benchmarks/compare_trl_prefalign.py SPEC.json
 
 The run is the real `train()`; three module-level names are wrapped so the benchmark can see
 inside it without changing what it does: `loop._one_step` (time, loss and log-probs at the end
-of every optimiser step), `run.build_reference` (the reference pass: a precomputed reference
+of every optimiser step), `method.build_reference` (the reference pass: a precomputed reference
 scores every pair here, before step 1) and `run.load_model` (the model's shape, and the same
 LoRA A matrices as the TRL side). Each wrapper checks that the name still exists.
 """
@@ -35,6 +36,7 @@ def wrap(module: Any, name: str, make_wrapper: Any) -> None:
 
 def instrument(spec: dict[str, Any], clock: StepClock, seen: dict[str, Any]) -> None:
     """Wrap the three names (see the module docstring); `seen` collects what they observe."""
+    from prefalign.trainers.dpo import method as method_module
     from prefalign.trainers.loop import loop
     from prefalign.trainers.loop import run as run_module
 
@@ -67,20 +69,20 @@ def instrument(spec: dict[str, Any], clock: StepClock, seen: dict[str, Any]) -> 
         return loaded
 
     wrap(loop, "_one_step", one_step)
-    wrap(run_module, "build_reference", build_reference)
+    wrap(method_module, "build_reference", build_reference)
     wrap(run_module, "load_model", load_model)
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     from prefalign.config import load_config
-    from prefalign.trainers.loop import loop
+    from prefalign.trainers.dpo.train import train
 
     peaks = machine_peaks()
     clock = StepClock()
     seen: dict[str, Any] = {"reference_seconds": 0.0}
     instrument(spec, clock, seen)
     config = load_config(None, spec["prefalign_overrides"])
-    outcome = loop.train(config)
+    outcome = train(config)
     if outcome.outcome != "completed":
         raise RuntimeError(f"prefalign run ended {outcome.outcome!r}")
     effective = {"model_dtype": config.model.dtype, "scorer": config.train.scorer,

@@ -56,3 +56,16 @@ def test_imports_point_one_way(room):
 def test_every_module_imports():
     for name in _modules():
         importlib.import_module(name)
+def test_trainers_do_not_import_each_other():
+    """Each trainer stands on the shared loop; the loop imports no trainer."""
+    wrong = []
+    for path in sorted((PACKAGE / "trainers").rglob("*.py")):
+        own = path.relative_to(PACKAGE / "trainers").parts[0]
+        for name in _imported(path):
+            parts = name.split(".")
+            allowed = ("loop",) if own == "loop" else (own, "loop")
+            if len(parts) > 2 and parts[1] == "trainers" and parts[2] not in allowed:
+                wrong.append(f"trainers/{path.relative_to(PACKAGE / 'trainers')} imports {name}")
+    assert not wrong, wrong
+
+

@@ -12,14 +12,14 @@ import math
 
 import pytest
 import torch
-from test_packed import random_pairs
 
-import prefalign.trainers.loop.loop as loop
+import prefalign.trainers.dpo.train as loop
 from prefalign.config import ConfigError, TrainSection
 from prefalign.engine.forward.packed import score_tokenized_pairs
 from prefalign.engine.forward.precision import policy_precision
 from prefalign.engine.logger import read_metrics
 from prefalign.engine.manifest import read_manifest
+from random_pairs import random_pairs
 from run_helpers import tiny_config
 from tiny_models import tiny_llama, tiny_model_dir
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_packed import SHAPES, random_pairs
 
 import prefalign.engine.forward.block_attention as block_attention
 from prefalign.engine.forward.block_attention import BLOCK_ATTENTION, row_blocks, split_attention
 from prefalign.engine.forward.packed import score_tokenized_pairs
 from prefalign.engine.forward.packed_layout import PairTokens, build_layout
+from random_pairs import SHAPES, random_pairs
 from tiny_models import tiny_llama
 
 # float32; the blocks' softmax sums run over fewer terms than the whole row's

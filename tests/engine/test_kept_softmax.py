@@ -9,7 +9,7 @@ import pytest
 from safetensors.torch import load_file
 
 from prefalign.engine.logger import read_metrics
-from prefalign.trainers.loop.loop import train
+from prefalign.trainers.dpo.train import train
 from run_helpers import tiny_config
 from tiny_models import tiny_model_dir
 

@@ -15,7 +15,6 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
-from test_packed import SHAPES, logps_and_grads, random_pairs
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from prefalign.data.collate import collate_pairs
@@ -24,7 +23,8 @@ from prefalign.engine.forward.packed import PackedPairScorer
 from prefalign.engine.forward.recompute import PRODUCTS, recompute_blocks
 from prefalign.engine.forward.scorer import PairScorer, decoder_blocks
 from prefalign.engine.logger import read_metrics
-from prefalign.trainers.loop.loop import train
+from prefalign.trainers.dpo.train import train
+from random_pairs import SHAPES, logps_and_grads, random_pairs
 from run_helpers import tiny_config
 from tiny_models import tiny_llama, tiny_model_dir
 

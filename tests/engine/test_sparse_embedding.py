@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_packed import random_pairs
 
-import prefalign.trainers.loop.loop as loop
+import prefalign.trainers.dpo.train as loop
 from prefalign.config import LoraSection
 from prefalign.engine.forward.packed import score_tokenized_pairs
 from prefalign.engine.forward.scorer import sparse_tied_embedding_grad
 from prefalign.engine.forward.tied_embedding import tied_embedding
 from prefalign.engine.manifest import read_manifest
 from prefalign.engine.models.load import apply_lora
+from random_pairs import random_pairs
 from run_helpers import SMALL_LR, final_weights, logged_losses, max_weight_difference, tiny_config
 from tiny_models import tiny_llama, tiny_model_dir
 

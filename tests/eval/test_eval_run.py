@@ -12,7 +12,7 @@ from prefalign.cli.main import main
 from prefalign.eval.generate import DecodeSettings
 from prefalign.eval.probe import probe
 from prefalign.eval.runner import EvalOptions, run_eval
-from prefalign.trainers.loop.loop import train
+from prefalign.trainers.dpo.train import train
 from run_helpers import pair_rows, tiny_config
 from tiny_models import tiny_model_dir
 

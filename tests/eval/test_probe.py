@@ -12,7 +12,7 @@ from prefalign.data.tokenize import IGNORE_INDEX, TruncationOptions, tokenize_pa
 from prefalign.data.types import Message, PreferencePair, Provenance
 from prefalign.engine.forward.logps import sequence_logps
 from prefalign.eval.probe import format_probe, probe
-from prefalign.trainers.loop.loop import train
+from prefalign.trainers.dpo.train import train
 from run_helpers import tiny_config
 from tiny_models import tiny_model_dir
 

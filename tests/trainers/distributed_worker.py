@@ -10,7 +10,7 @@ import json
 import sys
 
 from prefalign.config import config_from_dict
-from prefalign.trainers.loop.loop import train
+from prefalign.trainers.dpo.train import train
 from prefalign.trainers.loop.run import end_processes
 
 if __name__ == "__main__":

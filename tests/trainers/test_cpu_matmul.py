@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_packed import random_pairs
 
-import prefalign.trainers.loop.loop as loop
+import prefalign.trainers.dpo.train as loop
 from prefalign.engine.forward import onednn
 from prefalign.engine.forward.packed import score_tokenized_pairs
 from prefalign.engine.manifest import read_manifest
+from random_pairs import random_pairs
 from run_helpers import SMALL_LR, final_weights, logged_losses, max_weight_difference, tiny_config
 from tiny_models import tiny_llama, tiny_model_dir
 

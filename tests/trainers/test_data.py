@@ -9,15 +9,8 @@ import torch
 
 from prefalign.config import ConfigError, config_from_dict
 from prefalign.data.tokenize import TokenizedPair
-from prefalign.trainers.dpo.data import (
-    epoch_permutation,
-    length_balance,
-    length_sign,
-    make_batch,
-    micro_batch_indices,
-    prepare_splits,
-    steps_per_epoch,
-)
+from prefalign.trainers.dpo.data import length_balance, length_sign, make_batch, prepare_splits
+from prefalign.trainers.loop.batches import epoch_permutation, micro_batch_indices, steps_per_epoch
 from run_helpers import pair_rows, write_pairs
 
 

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from prefalign.engine.logger import read_metrics
 from prefalign.engine.manifest import read_manifest
-from prefalign.trainers.loop.loop import train
+from prefalign.trainers.dpo.train import train
 from run_helpers import pair_rows, tiny_config, write_pairs
 from tiny_models import tiny_model_dir
 

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 import prefalign.trainers.loop.loop as loop
 from prefalign.engine.manifest import read_manifest
+from prefalign.trainers.dpo.train import train
 from run_helpers import (
     SMALL_LR,
     final_weights,
@@ -31,9 +32,9 @@ def model_dir(tmp_path_factory, tiny_tokenizer):
 
 
 def test_batch_8_equals_batch_2_with_4_accumulation_steps(tmp_path, model_dir):
-    whole = loop.train(tiny_config(tmp_path, model_dir, run={"name": "whole"}, optim=SMALL_LR,
+    whole = train(tiny_config(tmp_path, model_dir, run={"name": "whole"}, optim=SMALL_LR,
                                    train={"batch_size": 8, "grad_accum": 1, "max_steps": 3}))
-    split = loop.train(tiny_config(tmp_path, model_dir, run={"name": "split"}, optim=SMALL_LR,
+    split = train(tiny_config(tmp_path, model_dir, run={"name": "split"}, optim=SMALL_LR,
                                    train={"batch_size": 2, "grad_accum": 4, "max_steps": 3}))
     assert logged_losses(whole.run_dir) == pytest.approx(logged_losses(split.run_dir), abs=1e-6)
     assert len(logged_losses(whole.run_dir)) == 3
@@ -57,7 +58,7 @@ def test_an_interrupted_run_resumed_ends_where_an_uninterrupted_one_does(
                            "eval_every": 3}, lora=lora)
     if lora:
         sections["reference"] = {"strategy": "adapter_off"}
-    straight = loop.train(tiny_config(tmp_path, model_dir, run={"name": "straight"}, **sections))
+    straight = train(tiny_config(tmp_path, model_dir, run={"name": "straight"}, **sections))
     config = tiny_config(tmp_path, model_dir, run={"name": "crashed"}, **sections)
     real_step = loop._one_step
 
@@ -68,10 +69,10 @@ def test_an_interrupted_run_resumed_ends_where_an_uninterrupted_one_does(
 
     monkeypatch.setattr(loop, "_one_step", crash_at_step_5)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        loop.train(config)
+        train(config)
     assert read_manifest(config_run_dir(config))["outcome"].startswith("failed: RuntimeError")
     monkeypatch.setattr(loop, "_one_step", real_step)
-    resumed = loop.train(config, resume=True)
+    resumed = train(config, resume=True)
     assert resumed.outcome == "completed" and resumed.steps == 6
     assert logged_losses(resumed.run_dir) == logged_losses(straight.run_dir)  # each step logged once
     assert logged_losses(resumed.run_dir, "eval") == logged_losses(straight.run_dir, "eval")
@@ -86,8 +87,8 @@ def config_run_dir(config):
 
 def test_precomputed_reference_trains_like_the_frozen_copy(tmp_path, model_dir):
     sections = dict(optim=SMALL_LR, train={"batch_size": 4, "max_steps": 3, "eval_every": 3})
-    frozen = loop.train(tiny_config(tmp_path, model_dir, run={"name": "frozen"}, **sections))
-    precomputed = loop.train(tiny_config(tmp_path, model_dir, run={"name": "precomputed"},
+    frozen = train(tiny_config(tmp_path, model_dir, run={"name": "frozen"}, **sections))
+    precomputed = train(tiny_config(tmp_path, model_dir, run={"name": "precomputed"},
                                          reference={"strategy": "precomputed"}, **sections))
     assert logged_losses(frozen.run_dir) == pytest.approx(logged_losses(precomputed.run_dir), abs=1e-5)
     for key in ("loss", "reference_margin", "chosen_logp_change", "rejected_logp_change"):
@@ -97,7 +98,7 @@ def test_precomputed_reference_trains_like_the_frozen_copy(tmp_path, model_dir):
 
 
 def test_the_loss_falls_and_the_policy_moves(tmp_path, model_dir):
-    result = loop.train(tiny_config(tmp_path, model_dir, train={"max_steps": 6}))
+    result = train(tiny_config(tmp_path, model_dir, train={"max_steps": 6}))
     losses = logged_losses(result.run_dir)
     assert losses[0] == pytest.approx(torch.log(torch.tensor(2.0)).item(), abs=1e-6)
     assert losses[-1] < losses[0] - 0.1
@@ -112,7 +113,7 @@ def test_packed_and_padded_scorers_train_the_same_model(tmp_path, model_dir):
     computation in another order: per-step losses agree within 1e-5, weights within 1e-5."""
     runs = {}
     for scorer in ("packed", "padded"):
-        runs[scorer] = loop.train(tiny_config(
+        runs[scorer] = train(tiny_config(
             tmp_path, model_dir, run={"name": scorer}, optim=SMALL_LR,
             train={"batch_size": 4, "grad_accum": 2, "max_steps": 3, "scorer": scorer}))
     packed, padded = (runs[name].run_dir for name in ("packed", "padded"))

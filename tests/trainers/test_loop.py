@@ -10,12 +10,13 @@ import math
 import pytest
 import torch
 
+import prefalign.trainers.dpo.method as dpo_method
 import prefalign.trainers.loop.run as run_module
 from prefalign.config import ConfigError
 from prefalign.engine.logger import read_metrics
 from prefalign.engine.manifest import read_manifest
 from prefalign.losses import LossOutput
-from prefalign.trainers.loop.loop import train
+from prefalign.trainers.dpo.train import train
 from prefalign.trainers.loop.optim import build_optimizer, lr_factor
 from prefalign.trainers.loop.run import RunDirError
 from prefalign.trainers.loop.stopping import EarlyStopping, lower_is_better, metric_key
@@ -147,8 +148,8 @@ class _NanOnSecondCall:
 
 
 def _poison_loss(monkeypatch):
-    real = run_module.make_loss
-    monkeypatch.setattr(run_module, "make_loss", lambda *a, **k: _NanOnSecondCall(real(*a, **k)))
+    real = dpo_method.make_loss
+    monkeypatch.setattr(dpo_method, "make_loss", lambda *a, **k: _NanOnSecondCall(real(*a, **k)))
 
 
 def test_a_nan_loss_stops_the_run_naming_the_step_and_pair(tmp_path, model_dir, monkeypatch):

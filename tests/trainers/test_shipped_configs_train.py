@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from prefalign.config import load_config
-from prefalign.trainers.loop.loop import train
+from prefalign.trainers.dpo.train import train
 from run_helpers import pair_rows, write_pairs
 from tiny_models import tiny_model_dir
 

@@ -65,7 +65,7 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config_yaml(config), end="")
         return 0
-    from prefalign.trainers.loop.loop import train  # torch, transformers: only when training
+    from prefalign.trainers.dpo.train import train  # torch, transformers: only when training
     from prefalign.trainers.loop.run import end_processes
 
     try:

@@ -1,4 +1,4 @@
-"""Training and evaluation splits: load, tokenise, shuffle, length-balance, limit; batch order.
+"""DPO's training and evaluation splits: load, tokenise, shuffle, length-balance, limit.
 
 A split's pairs are fixed once, before training: `prepare_splits` loads every source, tokenises
 with the chat template and truncation policy, and for the training split shuffles with the run
@@ -6,13 +6,7 @@ seed, optionally balances response lengths and keeps the first `limit_train` pai
 `TokenizedSplit.tokenized` are the pair indices that batches, reference caches and checkpoints
 refer to; the fingerprint covers the kept pairs in that order and every option that shaped them.
 
-Batch order needs no DataLoader: epoch e visits the split in a permutation drawn from a generator
-seeded by (seed, e). Optimiser step k of the epoch takes permutation[k*G:(k+1)*G], G = batch_size
-× grad_accum × world_size; process r takes the r-th contiguous part of that, and its micro-batch
-j the j-th contiguous part of its own. The same G pairs thus make up step k however they are
-split over micro-batches and processes, and the data position to resume from is (epoch, step).
-The last N mod G pairs of an epoch (fewer than one global batch) are left out of that epoch;
-another epoch's permutation visits them.
+The order in which batches visit a split is the shared loop's (trainers/loop/batches.py).
 """
 
 from __future__ import annotations
@@ -56,6 +50,13 @@ class TokenizedSplit:
 
     def __len__(self) -> int:
         return len(self.tokenized)
+
+    def example_id(self, position: int) -> str:
+        return self.tokenized[position].pair_id
+
+    def example_tokens(self, position: int) -> int:
+        pair = self.tokenized[position]
+        return len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))
 
     def describe(self) -> dict[str, object]:
         """What the manifest records about this split."""
@@ -224,43 +225,6 @@ def _fingerprint_options(
     else:
         options["limit"] = data.limit_eval
     return options
-
-
-# ----------------------------------------------------------------------------- batch order
-
-
-def global_batch_size(config: Config, world_size: int) -> int:
-    """Pairs per optimiser step over all processes."""
-    return config.train.batch_size * config.train.grad_accum * world_size
-
-
-def steps_per_epoch(split_size: int, global_batch: int) -> int:
-    """Optimiser steps in one epoch; the remainder (fewer than one global batch) is left out."""
-    return split_size // global_batch
-
-
-def epoch_permutation(split_size: int, seed: int, epoch: int) -> torch.Tensor:
-    """The order (N,) int64 in which epoch `epoch` visits the split; the same on every process."""
-    generator = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (1 << 63))
-    return torch.randperm(split_size, generator=generator)  # (N,)
-
-
-def micro_batch_indices(
-    permutation: torch.Tensor,
-    step_in_epoch: int,
-    *,
-    batch_size: int,
-    grad_accum: int,
-    rank: int = 0,
-    world_size: int = 1,
-) -> list[torch.Tensor]:
-    """This process's `grad_accum` micro-batches (each (batch_size,) int64) for one step."""
-    per_process = batch_size * grad_accum
-    start = step_in_epoch * per_process * world_size + rank * per_process
-    mine = permutation[start : start + per_process]  # (batch_size * grad_accum,)
-    if len(mine) < per_process:
-        raise IndexError(f"step {step_in_epoch} is past the end of the epoch")
-    return list(mine.split(batch_size))
 
 
 def make_batch(

@@ -1,53 +1,34 @@
 """Scoring the held-out split during training: eval mode, no gradients, shared over processes.
 
 Each process scores a contiguous share of the split with the unwrapped policy, then the
-per-pair numbers are gathered and put back in split order before `evaluate.eval_metrics`
-summarises them. Under DDP the forward has no collective inside, so shares may differ in size;
-a sharded policy (`train.fsdp`) gathers its parameters in every forward, so there every process
-runs the same number of batches, the shorter shares topped up with batches whose results are
-dropped.
-
-Reference-free losses (SimPO, ORPO) have no reference to measure log-prob changes against, so
-the policy's own log-probs at step 0 stand in: one extra pass over the held-out split at the
-start of the run (as cheap as one evaluation, no second model), kept in the run directory so a
-resumed run compares against the same starting point.
+per-example numbers are gathered and put back in split order before the method's
+`eval_metrics` summarises them. Under DDP the forward has no collective inside, so shares may
+differ in size; a sharded policy (`train.fsdp`) gathers its parameters in every forward, so
+there every process runs the same number of batches, the shorter shares topped up with batches
+whose results are dropped.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file, save
 
-from prefalign.atomic import atomic_open
 from prefalign.engine.forward.gather import eval_mode
-from prefalign.engine.metrics import eval_metrics
-from prefalign.losses import PairLogps
-from prefalign.trainers.dpo.data import make_batch
-from prefalign.trainers.loop.step import (
-    Columns,
-    batch_columns,
-    concat_columns,
-    forward_pairs,
-    gather_columns,
-    records_of,
-)
+from prefalign.trainers.loop.method import Columns
+from prefalign.trainers.loop.step import concat_columns, gather_columns
 
 if TYPE_CHECKING:
     from prefalign.trainers.loop.run import Run
 
-INITIAL_LOGPS = "initial-eval-logps.safetensors"
-
 
 def score_heldout(run: Run, split_name: str = "eval") -> Columns:
-    """Per-pair columns of the whole split, in split order, identical on every process."""
-    split = run.splits[split_name]
+    """Per-example columns of the whole split, in split order, identical on every process."""
+    split, method = run.splits[split_name], run.method
     rank, world = run.accelerator.process_index, run.accelerator.num_processes
     share = torch.arange(len(split)).tensor_split(world)[rank]  # (N / world,)
     # Shortest first, so that batches carry little padding.
-    lengths = torch.tensor([_length(split.tokenized[i]) for i in share.tolist()])
+    lengths = torch.tensor([split.example_tokens(i) for i in share.tolist()])
     share = share[torch.argsort(lengths, stable=True)]
     size = run.config.train.eval_batch_size
     batches = list(share.split(size))
@@ -58,10 +39,10 @@ def score_heldout(run: Run, split_name: str = "eval") -> Columns:
     with eval_mode(policy), torch.no_grad():
         for round_ in range(max(rounds, 1)):
             real = round_ < len(batches)
-            batch = make_batch(split, batches[round_] if real else filler, run.pad_token_id)
+            batch = method.make_batch(split, batches[round_] if real else filler,
+                                      run.pad_token_id)
             batch = {k: v.to(run.accelerator.device) for k, v in batch.items()}
-            output, logps, reference = forward_pairs(run, policy, batch, split_name)
-            columns = batch_columns(output, logps, reference, batch["index"])
+            _, columns = method.forward(run, policy, batch, split_name)
             (parts if real else dropped).append(columns)
     mine = concat_columns(parts) if parts else {k: v[:0] for k, v in dropped[0].items()}
     columns = gather_columns(run.accelerator, mine)
@@ -71,26 +52,7 @@ def score_heldout(run: Run, split_name: str = "eval") -> Columns:
 
 def evaluate(run: Run) -> dict[str, float]:
     """The held-out metrics (unprefixed names) of the policy as it is now."""
-    columns = score_heldout(run)
-    if "reference_chosen" not in columns and run.initial_eval is not None:
-        columns["reference_chosen"] = run.initial_eval.chosen
-        columns["reference_rejected"] = run.initial_eval.rejected
-    return eval_metrics(records_of(columns))
-
-
-def initial_eval_logps(run: Run, run_dir: Path, resuming: bool) -> PairLogps:
-    """The step-0 policy's held-out log-probs: read back when resuming, else scored and saved."""
-    path = Path(run_dir) / INITIAL_LOGPS
-    if resuming and path.is_file():
-        tensors = load_file(str(path))
-        return PairLogps(tensors["chosen"], tensors["rejected"])
-    columns = score_heldout(run)
-    logps = PairLogps(columns["policy_chosen"].float(), columns["policy_rejected"].float())
-    if run.accelerator.is_main_process:
-        tensors = {"chosen": logps.chosen.contiguous(), "rejected": logps.rejected.contiguous()}
-        with atomic_open(path, "wb") as handle:
-            handle.write(save(tensors))
-    return logps
+    return run.method.eval_metrics(run, score_heldout(run))
 
 
 def batch_rounds(pairs: int, world: int, batch_size: int) -> int:
@@ -98,6 +60,3 @@ def batch_rounds(pairs: int, world: int, batch_size: int) -> int:
     largest = -(-pairs // world)
     return -(-largest // batch_size)
 
-
-def _length(pair) -> int:
-    return len(pair.prompt_ids) + max(len(pair.chosen_ids), len(pair.rejected_ids))

@@ -1,4 +1,5 @@
-"""The training loop: `train(config)` trains a policy against its reference, every step named.
+"""The shared training loop: `train(config, method)`, every step named; the method (method.py)
+says what a batch is and what its loss is.
 
 Per optimiser step: forward/backward over the micro-batches (step.py), update or skip, log,
 evaluate every `eval_every` steps (heldout.py), run the health checks (health.py), stop early
@@ -19,8 +20,9 @@ from prefalign.engine.forward.onednn import cpu_matmul
 from prefalign.engine.manifest import finish_manifest, update_manifest
 from prefalign.engine.models.final import save_final
 from prefalign.trainers.loop.checkpoint import save_checkpoint
-from prefalign.trainers.loop.health import WINDOW, HealthMonitor, identity_loss
-from prefalign.trainers.loop.heldout import evaluate, initial_eval_logps
+from prefalign.trainers.loop.health import WINDOW, HealthMonitor
+from prefalign.trainers.loop.heldout import evaluate
+from prefalign.trainers.loop.method import Method
 from prefalign.trainers.loop.progress import Progress, format_summary
 from prefalign.trainers.loop.run import (
     Position,
@@ -31,7 +33,7 @@ from prefalign.trainers.loop.run import (
     whole_copy,
 )
 from prefalign.trainers.loop.sharding import full_model_state, full_optimizer_state
-from prefalign.trainers.loop.step import NonFiniteLoss, apply_update, train_metrics, train_step
+from prefalign.trainers.loop.step import NonFiniteLoss, apply_update, step_metrics, train_step
 
 
 @dataclass(frozen=True)
@@ -46,22 +48,23 @@ class RunResult:
     best_step: int | None = None
 
 
-def train(config: Config, *, resume: bool = False) -> RunResult:
-    """Train `config`'s policy in `run.output_dir/run.name`; `resume` continues its checkpoint."""
+def train(config: Config, method: Method, *, resume: bool = False) -> RunResult:
+    """Train `config`'s model with `method` in `run.output_dir/run.name`; `resume` continues
+    its checkpoint."""
     check_run_config(config)
     if config.train.keep_freed_memory:
         heap.keep_freed_memory()
     with cpu_matmul(config.train.cpu_matmul):
-        return _train(config, resume)
+        return _train(config, method, resume)
 
 
-def _train(config: Config, resume: bool) -> RunResult:
-    run, position = open_run(config, resume)
-    if "eval" in run.splits and not run.loss.needs_reference:
-        run.initial_eval = initial_eval_logps(run, run.run_dir, run.resumed_from is not None)
+def _train(config: Config, method: Method, resume: bool) -> RunResult:
+    run, position = open_run(config, method, resume)
+    method.start(run, run.resumed_from is not None)
     open_records(run, position)
-    progress = Progress(run.total_steps, position.global_step, run.global_batch, run.is_main)
-    health = HealthMonitor(identity_loss(run.loss), run.config.optim.warmup_steps,
+    progress = Progress(run.total_steps, position.global_step, run.global_batch, run.is_main,
+                        unit=method.unit)
+    health = HealthMonitor(method.identity_loss(), run.config.optim.warmup_steps,
                            position.health_fired)
     _announce(run, position, progress)
     try:
@@ -105,7 +108,7 @@ def _one_step(run: Run, position: Position, progress: Progress) -> dict[str, flo
                        f"({position.skipped_steps} so far)")
         _log(run, step, {"skipped_steps": position.skipped_steps}, "train")
         return None
-    metrics = train_metrics(result.columns, result.grad_norm, lr)
+    metrics = step_metrics(run, result, lr)
     position.history = [*position.history, {"step": step, **metrics}][-WINDOW:]
     every = run.config.train.log_every  # 0: only the last step
     if (every and step % every == 0) or step == run.total_steps:
@@ -163,7 +166,7 @@ def _announce(run: Run, position: Position, progress: Progress) -> None:
             progress.write(f"data ({name}): {warning}")
     left_out = len(run.splits["train"]) - run.steps_per_epoch * run.global_batch
     if left_out and position.global_step == 0:
-        progress.write(f"{left_out} training pair(s) do not fill a global batch of "
+        progress.write(f"{left_out} training {run.method.unit} do not fill a global batch of "
                        f"{run.global_batch}; each epoch leaves that many out (the next epoch's "
                        "order differs)")
     if run.resumed_from is not None:

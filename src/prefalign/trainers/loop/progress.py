@@ -1,4 +1,4 @@
-"""The progress bar (ETA, pairs/s, loss, reward accuracy) and the end-of-run summary."""
+"""The progress bar (ETA, examples/s, loss, reward accuracy) and the end-of-run summary."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from tqdm.auto import tqdm
 class Progress:
     """A tqdm bar over optimiser steps on the main process; silent elsewhere."""
 
-    def __init__(self, total: int, initial: int, pairs_per_step: int, enabled: bool):
+    def __init__(self, total: int, initial: int, per_step: int, enabled: bool,
+                 unit: str = "pairs"):
         self.enabled = enabled
-        self.pairs_per_step = pairs_per_step
+        self.per_step, self.unit = per_step, unit
         self.started = time.perf_counter()
         self.steps_done = 0
         self.bar = tqdm(total=total, initial=initial, unit="step", desc="training",
@@ -23,10 +24,11 @@ class Progress:
         """One optimiser step done; `metrics` (None for a skipped step) feed the postfix."""
         self.steps_done += 1
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        postfix = {"pairs/s": f"{self.steps_done * self.pairs_per_step / elapsed:.2f}"}
+        postfix = {f"{self.unit}/s": f"{self.steps_done * self.per_step / elapsed:.2f}"}
         if metrics is not None:
-            postfix.update(loss=f"{metrics['loss']:.4f}",
-                           acc=f"{metrics['rewards/accuracy']:.2f}")
+            postfix["loss"] = f"{metrics['loss']:.4f}"
+            if "rewards/accuracy" in metrics:
+                postfix["acc"] = f"{metrics['rewards/accuracy']:.2f}"
         self.bar.set_postfix(postfix, refresh=False)
         self.bar.update(1)
 
@@ -56,6 +58,7 @@ def format_summary(outcome: str, steps: int, metrics: Mapping[str, float] | None
         ("policy margin (chosen - rejected)", "policy_margin", "{:+.3f}"),
         ("reference margin", "reference_margin", "{:+.3f}"),
         ("held-out loss", "loss", "{:.4f}"),
+        ("held-out perplexity", "perplexity", "{:.3f}"),
     ]
     for label, key, form in rows:
         if key in metrics:

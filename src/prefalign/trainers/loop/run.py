@@ -1,4 +1,5 @@
-"""Opening a run: the run directory, model, data, reference, optimiser, resume point and records.
+"""Opening a run: the run directory, model, data, the method's set-up, optimiser, resume point and
+records.
 
 Everything the loop needs lives in one `Run`; the mutable data position and bookkeeping that
 a checkpoint carries live in `Position`. Files are written by the main process only.
@@ -18,21 +19,17 @@ from torch import nn
 from prefalign.config import Config, ConfigError
 from prefalign.engine.forward import onednn
 from prefalign.engine.forward.scorer import sparse_tied_embedding_grad
-from prefalign.engine.forward.select import build_scorer
 from prefalign.engine.logger import MetricsLogger
 from prefalign.engine.manifest import MANIFEST, start_manifest
 from prefalign.engine.models.load import LoadedModel, load_model
-from prefalign.losses import ConfiguredLoss, PairLogps, make_loss
-from prefalign.trainers.dpo.data import (
-    TokenizedSplit,
+from prefalign.trainers.loop.batches import (
     epoch_permutation,
     global_batch_size,
     micro_batch_indices,
-    prepare_splits,
     steps_per_epoch,
 )
-from prefalign.trainers.dpo.reference import Reference, build_reference
 from prefalign.trainers.loop.checkpoint import latest_checkpoint, load_checkpoint
+from prefalign.trainers.loop.method import Method, Split
 from prefalign.trainers.loop.optim import build_optimizer, build_scheduler, follow_schedule
 from prefalign.trainers.loop.sharding import full_model_state, shard
 from prefalign.trainers.loop.stopping import EarlyStopping, metric_key
@@ -78,20 +75,18 @@ class Run:
     accelerator: Any  # accelerate.Accelerator
     run_dir: Path
     loaded: LoadedModel
-    splits: dict[str, TokenizedSplit]
+    method: Method
+    splits: dict[str, Split]
     scorer: nn.Module  # build_scorer(...), wrapped by accelerate (DDP) or sharded (FSDP2)
     trainable: list[nn.Parameter]
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
-    loss: ConfiguredLoss
-    reference: Reference
     pad_token_id: int
     global_batch: int
     steps_per_epoch: int
     total_steps: int
     stopping: EarlyStopping
     logger: MetricsLogger | None = None
-    initial_eval: PairLogps | None = None  # step-0 policy log-probs, reference-free losses only
     resumed_from: Path | None = None
     resume_requested: bool = False
     sharded: bool = False  # train.fsdp on more than one process: the scorer is FSDP2-sharded
@@ -182,7 +177,7 @@ def end_processes() -> None:
         torch.distributed.destroy_process_group()
 
 
-def open_run(config: Config, resume: bool) -> tuple[Run, Position]:
+def open_run(config: Config, method: Method, resume: bool) -> tuple[Run, Position]:
     """Build everything, restore the checkpoint when resuming, and start the manifest
     (`check_run_config` has passed)."""
     accelerator = make_accelerator(config)
@@ -194,14 +189,14 @@ def open_run(config: Config, resume: bool) -> tuple[Run, Position]:
     loaded = load_model(config.model, config.lora)
     loaded.model.to(accelerator.device).train()
     rejects = run_dir if accelerator.is_main_process else None
-    splits = prepare_splits(config, loaded.tokenizer, rejects_dir=rejects)
-    _steps_per_epoch(config, splits, accelerator)  # before a precomputed reference's pass
-    scorer = build_scorer(loaded.model, config.train)
-    reference = build_reference(config, loaded, scorer, splits, accelerator)
+    splits = method.prepare_splits(config, loaded.tokenizer, rejects)
+    _steps_per_epoch(config, splits, accelerator, method.unit)  # before a reference pass
+    scorer = method.build_scorer(loaded.model, config)
+    method.attach(config, loaded, scorer, splits, accelerator)
     sharded = config.train.fsdp and accelerator.num_processes > 1
     if sharded:  # before the optimiser is built: FSDP2 replaces the parameters with shards
         shard(scorer, loaded.model, accelerator.device)
-    run = _assemble(config, accelerator, run_dir, loaded, splits, scorer, reference)
+    run = _assemble(config, accelerator, run_dir, loaded, method, splits, scorer)
     run.sharded = sharded
     position = Position(global_batch=run.global_batch,
                         train_fingerprint=splits["train"].fingerprint)
@@ -235,8 +230,8 @@ def whole_copy(config: Config, policy: nn.Module) -> nn.Module | None:
 
 
 def _assemble(
-    config: Config, accelerator: Any, run_dir: Path, loaded: LoadedModel,
-    splits: dict[str, TokenizedSplit], scorer: nn.Module, reference: Reference,
+    config: Config, accelerator: Any, run_dir: Path, loaded: LoadedModel, method: Method,
+    splits: dict[str, Split], scorer: nn.Module,
 ) -> Run:
     global_batch = global_batch_size(config, accelerator.num_processes)
     per_epoch = _steps_per_epoch(config, splits, accelerator)
@@ -245,20 +240,21 @@ def _assemble(
     stopping = EarlyStopping(config.train.early_stopping_metric,
                              config.train.early_stopping_patience)
     return Run(
-        config=config, accelerator=accelerator, run_dir=run_dir, loaded=loaded, splits=splits,
+        config=config, accelerator=accelerator, run_dir=run_dir, loaded=loaded, method=method,
+        splits=splits,
         scorer=scorer, trainable=[p for p in loaded.model.parameters() if p.requires_grad],
         optimizer=optimizer, scheduler=build_scheduler(optimizer, config.optim, total),
-        loss=make_loss(config.loss.name, **config.loss.params), reference=reference,
         pad_token_id=int(loaded.tokenizer.pad_token_id), global_batch=global_batch,
         steps_per_epoch=per_epoch, total_steps=total, stopping=stopping)
 
 
-def _steps_per_epoch(config: Config, splits: dict[str, TokenizedSplit], accelerator: Any) -> int:
+def _steps_per_epoch(config: Config, splits: dict[str, Split], accelerator: Any,
+                     unit: str = "examples") -> int:
     global_batch = global_batch_size(config, accelerator.num_processes)
     per_epoch = steps_per_epoch(len(splits["train"]), global_batch)
     if per_epoch == 0:
-        raise ConfigError(f"data.train: {len(splits['train'])} pairs are fewer than one global "
-                          f"batch of {global_batch} (train.batch_size × train.grad_accum × "
+        raise ConfigError(f"data.train: {len(splits['train'])} {unit} are fewer than one "
+                          f"global batch of {global_batch} (train.batch_size × train.grad_accum × "
                           f"{accelerator.num_processes} process(es)); lower the batch size")
     return per_epoch
 
@@ -298,8 +294,8 @@ def manifest_sections(run: Run) -> dict[str, Any]:
         "chat_template": {"sha256": hashlib.sha256(template_text.encode("utf-8")).hexdigest(),
                           "text": template_text},
         "model": run.loaded.describe(),
-        "reference": run.reference.describe(),
-        "loss": {"name": run.loss.name, "params": dict(run.loss.params)},
+        "method": run.method.name,
+        **run.method.manifest_sections(run),
         "seed": run.config.run.seed,
         "schedule": {"global_batch": run.global_batch, "processes":
                      run.accelerator.num_processes, "steps_per_epoch": run.steps_per_epoch,

@@ -1,26 +1,23 @@
 """One optimiser step: forward and backward over the micro-batches, gather, clip, update or skip.
 
-Loss reduction: each micro-batch contributes Σ per-pair losses / P, P the pairs this process
-handles in the step (batch_size × grad_accum), so its accumulated gradient is the gradient of
-its mean loss; DDP (or FSDP's reduce-scatter) averages the processes' gradients, which gives
-the gradient of the mean over the global batch. Metrics are computed from the per-pair numbers
-of every micro-batch of every process (gathered), never as a mean of per-batch means.
+Loss reduction: each micro-batch contributes Σ per-example losses / D, D the method's divisor
+for this process's share of the step (for DPO the pairs it handles, batch_size × grad_accum),
+so its accumulated gradient is the gradient of its mean loss; DDP (or FSDP's reduce-scatter)
+averages the processes' gradients, which gives the gradient of the mean over the global batch.
+Metrics are computed from the per-example numbers of every micro-batch of every process
+(gathered), never as a mean of per-batch means.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from prefalign.engine.forward.precision import policy_precision
-from prefalign.engine.metrics import PairRecords
-from prefalign.losses import LossOutput, PairLogps
-from prefalign.trainers.dpo.data import make_batch, model_inputs
+from prefalign.trainers.loop.method import Columns
 from prefalign.trainers.loop.sharding import clip_gradients, gradient_sync
 
 if TYPE_CHECKING:
@@ -28,8 +25,6 @@ if TYPE_CHECKING:
 
     from prefalign.trainers.loop.run import Run
 
-Columns = dict[str, Tensor]
-_RECORD_FIELDS = tuple(PairRecords.__dataclass_fields__)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -38,13 +33,13 @@ class NonFiniteLoss(RuntimeError):
     def __init__(self, step: int, pair_ids: list[str], what: str = "loss"):
         self.step, self.pair_ids = step, pair_ids
         shown = ", ".join(pair_ids[:20]) + (" ..." if len(pair_ids) > 20 else "")
-        super().__init__(f"non-finite {what} at step {step}; pairs: {shown} "
+        super().__init__(f"non-finite {what} at step {step}; examples: {shown} "
                          "(train.on_nan: skip leaves such steps out)")
 
 
 @dataclass(frozen=True)
 class StepResult:
-    """The per-pair numbers of the whole global batch (split order lost, index kept)."""
+    """The per-example numbers of the whole global batch (split order lost, index kept)."""
 
     columns: Columns
     grad_norm: float
@@ -53,39 +48,6 @@ class StepResult:
     def finite(self) -> bool:
         return bool(torch.isfinite(self.columns["losses"]).all()) and \
             bool(torch.isfinite(torch.tensor(self.grad_norm)))
-
-
-def forward_pairs(
-    run: Run, scorer: torch.nn.Module, batch: Mapping[str, Tensor], split: str
-) -> tuple[LossOutput, PairLogps, PairLogps | None]:
-    """Policy log-probs (through `scorer`, under `train.autocast`), reference log-probs (under
-    it only with `reference.precision: policy`: see `precision`) and the configured loss."""
-    device = batch["chosen_input_ids"].device
-    with policy_precision(run.config.train, device):
-        policy = scorer(**model_inputs(dict(batch)))
-    reference = run.reference.logps(batch, split)
-    return run.loss(policy, reference), policy, reference
-
-
-def batch_columns(
-    output: LossOutput, policy: PairLogps, reference: PairLogps | None, index: Tensor
-) -> Columns:
-    """Detached per-pair numbers of one batch, each (B,); reference_* only with a reference."""
-    columns: Columns = {
-        "losses": output.losses.detach(),
-        "chosen_rewards": output.chosen_rewards.detach(),
-        "rejected_rewards": output.rejected_rewards.detach(),
-        "policy_chosen": policy.chosen.detach(),
-        "policy_rejected": policy.rejected.detach(),
-        "chosen_tokens": policy.chosen_count,
-        "rejected_tokens": policy.rejected_count,
-        "index": index,
-    }
-    if reference is not None:
-        columns["reference_chosen"] = reference.chosen.detach()
-        columns["reference_rejected"] = reference.rejected.detach()
-    columns.update({f"terms/{name}": term.detach() for name, term in output.terms.items()})
-    return columns
 
 
 def concat_columns(parts: list[Columns]) -> Columns:
@@ -110,24 +72,19 @@ def gather_columns(accelerator: Accelerator, columns: Columns) -> Columns:
             for i, n in enumerate(names)}
 
 
-def records_of(columns: Columns) -> PairRecords:
-    """The columns as `PairRecords` (reference_* None when there was no reference)."""
-    return PairRecords(**{name: columns.get(name) for name in _RECORD_FIELDS})
-
-
 def train_step(run: Run, micro_batches: list[Tensor]) -> StepResult:
     """Forward and backward over this process's micro-batches, then gather and clip."""
-    accelerator, split = run.accelerator, run.splits["train"]
-    per_process = sum(len(indices) for indices in micro_batches)
+    accelerator, split, method = run.accelerator, run.splits["train"], run.method
+    divisor = method.loss_divisor(run, micro_batches)
     parts = []
     for j, indices in enumerate(micro_batches):
-        batch = make_batch(split, indices, run.pad_token_id)
+        batch = method.make_batch(split, indices, run.pad_token_id)
         batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
         last = j == len(micro_batches) - 1
         with _sync_gradients(run, last):
-            output, policy, reference = forward_pairs(run, run.scorer, batch, "train")
-            accelerator.backward(output.losses.sum() / per_process)
-        parts.append(batch_columns(output, policy, reference, batch["index"]))
+            losses, columns = method.forward(run, run.scorer, batch, "train")
+            accelerator.backward(losses.sum() / divisor)
+        parts.append(columns)
     columns = gather_columns(accelerator, concat_columns(parts))
     max_norm = run.config.optim.max_grad_norm or float("inf")
     if run.sharded:
@@ -160,35 +117,18 @@ def apply_update(run: Run, result: StepResult, step: int) -> bool:
 
 
 def bad_pair_ids(run: Run, result: StepResult) -> list[str]:
-    """Pair ids whose loss is non-finite, or every pair of the step when only the gradient is."""
+    """Ids of the examples whose loss is non-finite, or of every example of the step when only
+    the gradient is."""
     losses, index = result.columns["losses"], result.columns["index"]
     bad = ~torch.isfinite(losses)
     chosen = index[bad] if bad.any() else index
-    return [run.splits["train"].tokenized[i].pair_id for i in chosen.tolist()]
+    return [run.splits["train"].example_id(i) for i in chosen.tolist()]
 
 
 def _what(result: StepResult) -> str:
     return "loss" if not torch.isfinite(result.columns["losses"]).all() else "gradient norm"
 
 
-def train_metrics(columns: Columns, grad_norm: float, lr: float) -> dict[str, float]:
-    """The logged summary of one step over the global batch (means over pairs)."""
-    def mean(name: str) -> float:
-        return columns[name].double().mean().item()
-
-    chosen, rejected = columns["chosen_rewards"], columns["rejected_rewards"]
-    metrics = {
-        "loss": mean("losses"),
-        "rewards/accuracy": (chosen > rejected).double().mean().item(),
-        "rewards/margin": (chosen.double() - rejected.double()).mean().item(),
-        "rewards/chosen": mean("chosen_rewards"),
-        "rewards/rejected": mean("rejected_rewards"),
-        "logps/chosen": mean("policy_chosen"),
-        "logps/rejected": mean("policy_rejected"),
-    }
-    if "reference_chosen" in columns:
-        metrics["logps/chosen_change"] = mean("policy_chosen") - mean("reference_chosen")
-        metrics["logps/rejected_change"] = mean("policy_rejected") - mean("reference_rejected")
-    metrics.update({name: mean(name) for name in columns if name.startswith("terms/")})
-    metrics.update(grad_norm=grad_norm, lr=lr)
-    return metrics
+def step_metrics(run: Run, result: StepResult, lr: float) -> dict[str, float]:
+    """The method's summary of the step, with the gradient norm and learning rate."""
+    return {**run.method.train_metrics(result.columns), "grad_norm": result.grad_norm, "lr": lr}
