@@ -29,7 +29,7 @@ def pair_rows(n: int = 24) -> list[dict[str, str]]:
 
 
 def write_pairs(path: Path, n: int = 24, rows: list[dict[str, Any]] | None = None) -> Path:
-    """Write TRL-format JSONL (prompt / chosen / rejected) and return its path."""
+    """Write JSONL rows (default: n TRL-format prompt / chosen / rejected pairs); its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = pair_rows(n) if rows is None else rows
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
@@ -46,6 +46,40 @@ def tiny_config(tmp_path: Path, model_source: Path | str, **sections: dict[str, 
         "data": {"train": [str(train)], "eval": [str(heldout)], "max_length": 128},
         "loss": {"name": "dpo", "params": {"beta": 0.1}},
         "reference": {"strategy": "frozen_copy"},
+        "optim": {"lr": 1e-3, "schedule": "constant"},
+        "train": {"batch_size": 4, "grad_accum": 1, "max_steps": 4, "threads": 1},
+    }
+    for name, values in sections.items():
+        raw.setdefault(name, {}).update(values)
+    return config_from_dict(raw)
+
+
+def conversation_rows(n: int = 24) -> list[dict[str, Any]]:
+    """n distinct TRL `messages` conversations; every third has two assistant turns and every
+    fourth a system prompt, so packing sees several lengths and label spans."""
+    rows = []
+    for i in range(n):
+        topic = _TOPICS[i % len(_TOPICS)]
+        messages = [{"role": "user", "content": f"Tell me about {topic} ({i})."},
+                    {"role": "assistant", "content": "Gladly. " * (1 + i % 3) + f"It is {topic}."}]
+        if i % 3 == 0:
+            messages += [{"role": "user", "content": "And more?"},
+                         {"role": "assistant", "content": f"More on {topic}, then."}]
+        if i % 4 == 0:
+            messages.insert(0, {"role": "system", "content": "Answer briefly."})
+        rows.append({"messages": messages})
+    return rows
+
+
+def sft_config(tmp_path: Path, model_source: Path | str, **sections: dict[str, Any]) -> Config:
+    """An SFT run on tiny conversations in tmp_path/runs (sections update the defaults)."""
+    rows = conversation_rows(36)
+    train = write_pairs(tmp_path / "data" / "sft-train.jsonl", rows=rows[:24])
+    heldout = write_pairs(tmp_path / "data" / "sft-eval.jsonl", rows=rows[24:])
+    raw: dict[str, dict[str, Any]] = {
+        "run": {"name": "tiny-sft", "output_dir": str(tmp_path / "runs"), "seed": 0},
+        "model": {"source": str(model_source)},
+        "data": {"train": [str(train)], "eval": [str(heldout)], "max_length": 128},
         "optim": {"lr": 1e-3, "schedule": "constant"},
         "train": {"batch_size": 4, "grad_accum": 1, "max_steps": 4, "threads": 1},
     }

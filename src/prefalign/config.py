@@ -131,6 +131,14 @@ class ReferenceSection:
 
 
 @dataclass(frozen=True)
+class SftSection:
+    """`prefalign sft` only. loss_on: "all" assistant turns of a conversation carry the loss, or
+    only the "last" (earlier ones are context, as in a single-answer data set)."""
+
+    loss_on: Literal["all", "last"] = "all"
+
+
+@dataclass(frozen=True)
 class OptimSection:
     """AdamW, `warmup_steps` of linear warm-up, then `schedule` decay to 0 at the last step.
     fused: torch's fused AdamW kernel (one pass over each tensor, no temporaries) where the
@@ -208,7 +216,7 @@ class TrainSection:
 
 @dataclass(frozen=True)
 class Config:
-    """A whole run. Sections: run, model, lora, data, loss, reference, optim, train."""
+    """A whole run. Sections: run, model, lora, data, loss, reference, sft, optim, train."""
 
     run: RunSection = field(default_factory=RunSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -216,6 +224,7 @@ class Config:
     data: DataSection = field(default_factory=DataSection)
     loss: LossSection = field(default_factory=LossSection)
     reference: ReferenceSection = field(default_factory=ReferenceSection)
+    sft: SftSection = field(default_factory=SftSection)
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
 

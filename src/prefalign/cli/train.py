@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,8 +18,9 @@ if TYPE_CHECKING:
 DESCRIPTION = """\
 Train a policy on preference pairs (DPO and its relatives) as described by a YAML config.
 
-The config has the sections run, model, lora, data, loss, reference, optim and train; every key
-and its default is documented in prefalign/config.py, and examples live in configs/. Without -c
+The config has the sections run, model, lora, data, loss, reference, optim and train (sft is
+`prefalign sft`'s); every key and its default is documented in prefalign/config.py, and examples
+live in configs/. Without -c
 the built-in defaults are used: DPO (beta 0.1) with full fine-tuning of smollm2-135m-instruct
 against a frozen copy, on the bundled hh-rlhf harmless split.
 
@@ -45,6 +47,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("train", help="train a policy from a YAML config (DPO, IPO, SimPO, ...)",
                             description=DESCRIPTION, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(p)
+    p.set_defaults(handler=run_train)
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """-c CONFIG, overrides, --resume, --print-config: the same for every trainer."""
     p.add_argument("-c", "--config", type=Path, default=None, metavar="CONFIG.yaml",
                    help="the run's config (default: the built-in defaults)")
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
@@ -53,10 +61,20 @@ def register(commands: argparse._SubParsersAction) -> None:
                    help="continue run.output_dir/run.name from its last checkpoint")
     p.add_argument("--print-config", "--dry-run", dest="print_config", action="store_true",
                    help="print the fully resolved config as YAML and exit without training")
-    p.set_defaults(handler=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
+    def train(config: Config, resume: bool) -> RunResult:
+        from prefalign.trainers.dpo.train import train  # torch, transformers: only when training
+
+        return train(config, resume=resume)
+
+    return run_trainer(args, train, "train")
+
+
+def run_trainer(args: argparse.Namespace, train: Callable[[Config, bool], RunResult],
+                command: str) -> int:
+    """Load the config, then print it or train with `train`; errors become exit codes."""
     try:
         config = load_config(args.config, args.overrides)
     except ConfigError as error:
@@ -65,16 +83,15 @@ def run_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config_yaml(config), end="")
         return 0
-    from prefalign.trainers.dpo.train import train  # torch, transformers: only when training
     from prefalign.trainers.loop.run import end_processes
 
     try:
-        result = train(config, resume=args.resume)
+        result = train(config, args.resume)
     except ConfigError as error:  # checks that need the run directory, e.g. a resume mismatch
         print(f"prefalign: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nprefalign: interrupted; continue with `prefalign train ... --resume` "
+        print(f"\nprefalign: interrupted; continue with `prefalign {command} ... --resume` "
               f"(from the last checkpoint in {Path(config.run.output_dir) / config.run.name})",
               file=sys.stderr)
         return 130

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from prefalign.atomic import atomic_open
+from prefalign.config import ConfigError, SftSection
 from prefalign.engine.forward.precision import policy_precision
 from prefalign.engine.forward.select import build_scorer
 from prefalign.engine.metrics import PairRecords, eval_metrics
@@ -43,6 +44,9 @@ class DpoMethod(Method):
     unit = "pairs"
 
     def __init__(self, config: Config):
+        if config.sft != SftSection():
+            raise ConfigError("sft: the sft section is for `prefalign sft`; remove it from a "
+                              "preference-training config")
         self.loss: ConfiguredLoss = make_loss(config.loss.name, **config.loss.params)
         self.reference: Reference = Reference()
         self.initial_eval: PairLogps | None = None
