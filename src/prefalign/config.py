@@ -184,7 +184,8 @@ class TrainSection:
     the launch with PyTorch FSDP2 (docs/distributed.md); a no-op on one process.
     keep_freed_memory: set glibc's malloc, for the whole process, to keep freed blocks for the
     next step instead of returning them to the system and faulting them in again (`heap`; on
-    Linux with glibc only; same arithmetic, fewer page faults).
+    Linux with glibc only; same arithmetic, fewer page faults). null (the default) leaves it to
+    the caller: the CLI turns it on, a library call only when asked (`tune_process=True`).
     logps_chunk_size: response rows projected to the vocabulary at a time. logps_keep_mib: MiB
     of the projection's float32 softmax a training forward keeps for backward, which then skips
     recomputing those chunks' logits (0: recompute all; 256 keeps ~1,360 rows of a 49k
@@ -211,7 +212,7 @@ class TrainSection:
     cpu_matmul: Literal["auto", "onednn", "torch"] = "auto"
     sparse_embedding_grad: bool = True
     fsdp: bool = False
-    keep_freed_memory: bool = True
+    keep_freed_memory: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from prefalign.config import ConfigError, config_from_dict
 from prefalign.engine.forward import onednn
 from prefalign.engine.forward.chunked import ChunkedTokenLogps
+from prefalign.engine.process import PRIMITIVE_CACHE_CAPACITY
 from prefalign.trainers.loop.run import check_run_config
 
 pytestmark = pytest.mark.skipif(not onednn.available(), reason="this torch has no oneDNN")
@@ -162,15 +163,20 @@ def test_the_chunked_projection_stays_float32_under_autocast():
     torch.testing.assert_close(inside, plain, **TOLERANCE)
 
 
-def test_kernel_caches_are_capped_unless_the_user_set_them():
-    """Uncapped, oneDNN's and ideep's caches of per-shape kernels grew a long run by 2 GiB."""
-    code = ("import os, prefalign.engine.forward.onednn\n"
-            "print(os.environ['ONEDNN_PRIMITIVE_CACHE_CAPACITY'], os.environ['LRU_CACHE_CAPACITY'])")
+def test_kernel_caches_are_capped_when_asked_unless_the_user_set_them():
+    """Importing the engine sets nothing; `cap_kernel_caches` (the CLI calls it) caps both
+    caches of per-shape kernels, except the one the user exported."""
+    code = ("import os, sys, prefalign.engine.forward.onednn, prefalign.trainers.dpo.train\n"
+            "names = ('ONEDNN_PRIMITIVE_CACHE_CAPACITY', 'LRU_CACHE_CAPACITY')\n"
+            "print(*[os.environ.get(n, '-') for n in names])\n"
+            "from prefalign.engine.process import cap_kernel_caches\n"
+            "cap_kernel_caches()\n"
+            "print(*[os.environ.get(n, '-') for n in names])")
     env = {k: v for k, v in os.environ.items()
            if k not in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")}
     default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, check=True)
-    assert default.stdout.split() == [onednn.PRIMITIVE_CACHE_CAPACITY] * 2
+    assert default.stdout.split() == ["-", "-", *[PRIMITIVE_CACHE_CAPACITY] * 2]
     chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True, env={**env, "LRU_CACHE_CAPACITY": "500"})
-    assert chosen.stdout.split() == [onednn.PRIMITIVE_CACHE_CAPACITY, "500"]
+    assert chosen.stdout.split() == ["-", "500", PRIMITIVE_CACHE_CAPACITY, "500"]

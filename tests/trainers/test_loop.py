@@ -269,12 +269,16 @@ def test_sharded_evaluation_runs_the_largest_share_s_batches(pairs, world, size,
     assert batch_rounds(pairs, world, size) == rounds == max(len(s.split(size)) for s in shares)
 
 
-@pytest.mark.parametrize("keep", [True, False])
+@pytest.mark.parametrize(("keep", "tune_process", "applied"), [
+    (None, False, False), (None, True, True), (True, False, True), (False, True, False)])
 def test_the_switch_decides_whether_a_run_keeps_freed_memory(tmp_path, model_dir, monkeypatch,
-                                                              keep):
+                                                              keep, tune_process, applied):
+    """A library call leaves malloc alone unless asked (tune_process, as the CLI does); an
+    explicit train.keep_freed_memory wins either way."""
     from prefalign.engine import heap
 
     calls = []
     monkeypatch.setattr(heap, "keep_freed_memory", lambda: calls.append(1) or True)
-    train(tiny_config(tmp_path, model_dir, train={"max_steps": 1, "keep_freed_memory": keep}))
-    assert calls == ([1] if keep else [])
+    train(tiny_config(tmp_path, model_dir, train={"max_steps": 1, "keep_freed_memory": keep}),
+          tune_process=tune_process)
+    assert calls == ([1] if applied else [])

@@ -13,6 +13,7 @@ from prefalign.cli import probe as probe_commands
 from prefalign.cli import sft as sft_commands
 from prefalign.cli import train as train_commands
 from prefalign.data.types import DataError
+from prefalign.engine.process import cap_kernel_caches
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # The CLI owns its process: cap oneDNN's kernel caches before any product runs (a library
+    # caller asks for it with tune_process=True).
+    cap_kernel_caches()
     try:
         return int(args.handler(args))
     except DataError as error:

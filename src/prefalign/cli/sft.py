@@ -46,6 +46,6 @@ def run_sft(args: argparse.Namespace) -> int:
     def train(config: Config, resume: bool) -> RunResult:
         from prefalign.trainers.sft.train import train_sft  # torch: only when training
 
-        return train_sft(config, resume=resume)
+        return train_sft(config, resume=resume, tune_process=True)
 
     return run_trainer(args, train, "sft")

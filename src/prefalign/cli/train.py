@@ -67,7 +67,7 @@ def run_train(args: argparse.Namespace) -> int:
     def train(config: Config, resume: bool) -> RunResult:
         from prefalign.trainers.dpo.train import train  # torch, transformers: only when training
 
-        return train(config, resume=resume)
+        return train(config, resume=resume, tune_process=True)
 
     return run_trainer(args, train, "train")
 

@@ -5,20 +5,18 @@ its own `mmap` and unmaps it when freed, and returns the top of its heap to the 
 than twice that threshold is free there. A training step allocates and frees much the same
 tensors every step: activations of a few MiB, and the vocabulary projection's blocks of 50–200
 MiB, which are always over the threshold. Each block returned is faulted in again, page by page,
-at its next use. Page faults are dear on this project's CPU machine (a virtual machine: ~10 µs
-each, about 2.5 s of system time per GiB, on the Zen 5 host it was measured on; ~1.5 µs and
-0.4 s per GiB on a Zen 4 host). In the `compare_trl.py` bfloat16 setting, steps
-after the second (whose tensors are all new anyway) still took up to 104,000 of them; counted
-per operation in one such step, nearly all were in the projection's blocks.
+at its next use. Page faults are dear in a virtual machine, and a training
+step that returns its large blocks faults them all in again every step.
 
 `keep_freed_memory()` stops both: no block is mapped on its own (`M_MMAP_MAX` 0) and up to
 `TRIM_THRESHOLD` of free memory stays at the heap's top (`M_TRIM_THRESHOLD`), so a step's tensors
 come from memory the previous step freed, already resident, much as PyTorch's CUDA caching
 allocator keeps freed blocks. It is a setting of the whole process, applied when a run starts
-and left in place (glibc has no call that reads the old values back); `train.keep_freed_memory:
-false` leaves malloc as it is. Elsewhere than glibc (macOS, musl, Windows) it does nothing.
-Measured effects (README, "Freed memory"): fewer page faults and faster bfloat16 steps; the peak a
-little higher, since blocks are no longer unmapped between uses.
+and left in place (glibc has no call that reads the old values back), so a run applies it only
+when its caller asks: the CLI does, a library call with `tune_process=True` does, and
+`train.keep_freed_memory` true or false decides either way. Elsewhere than glibc (macOS, musl,
+Windows) it does nothing. Its cost is a peak a little higher, since blocks are no longer unmapped
+between uses (docs/performance.md, "Freed memory").
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 torch multiplies float32 matrices on CPU with MKL's sgemm. On AMD CPUs MKL runs its AVX2 kernels
 even where the CPU has AVX-512; oneDNN, also inside torch, uses AVX-512. On the 2-core AMD EPYC
-(Zen 5) this project is measured on, oneDNN is 2.2x faster on the decoder's forward products,
-2.4x on input gradients and 1.6x on weight gradients (`benchmarks/cpu_matmul.py`). It is the
+this project runs on, oneDNN is faster on the decoder's products and their gradients (figures in
+docs/performance.md; `benchmarks/cpu_matmul.py` measures them). It is the
 same float32 arithmetic (no implicit bfloat16); results differ from MKL's by summation order,
 about 1e-6 relative.
 
@@ -14,13 +14,13 @@ While `cpu_matmul("onednn")` is active:
   does the same, in float32 also under autocast (the logits stay float32 there, see
   `train.precision`).
 Anything else (other dtypes, other devices, tensor subclasses, autocast) takes torch's own path.
+The kernel caches both keep are capped by `engine.process.cap_kernel_caches`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import os
 import platform
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -31,17 +31,6 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 CpuMatmul = Literal["auto", "onednn", "torch"]
-
-# oneDNN and torch's ideep layer each keep up to 1,024 compiled kernels, one per product shape, and
-# packed rows give a new shape almost every step: a 31-minute full fine-tune of SmolLM2 grew from
-# 5.7 to 7.7 GiB resident before the caches filled. Capped at 32 entries, a 34-minute run of it
-# peaked at 4.7-5.2 GiB in every 5-minute window, no slower, and a synthetic loop of changing
-# shapes stayed at 362 MiB (against 1,666 uncapped) at the same speed. Both are
-# read once, at the first oneDNN product, so they are set here, before any; a value the user
-# exported wins.
-PRIMITIVE_CACHE_CAPACITY = "32"
-for _variable in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
-    os.environ.setdefault(_variable, PRIMITIVE_CACHE_CAPACITY)
 
 _ACTIVE: contextvars.ContextVar[bool] = contextvars.ContextVar("prefalign_onednn", default=False)
 _PLAIN_TYPES = (Tensor, torch.nn.Parameter)

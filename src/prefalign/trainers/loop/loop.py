@@ -19,6 +19,7 @@ from prefalign.engine import heap
 from prefalign.engine.forward.onednn import cpu_matmul
 from prefalign.engine.manifest import finish_manifest, update_manifest
 from prefalign.engine.models.final import save_final
+from prefalign.engine.process import cap_kernel_caches
 from prefalign.trainers.loop.checkpoint import save_checkpoint
 from prefalign.trainers.loop.health import WINDOW, HealthMonitor
 from prefalign.trainers.loop.heldout import evaluate
@@ -48,12 +49,18 @@ class RunResult:
     best_step: int | None = None
 
 
-def train(config: Config, method: Method, *, resume: bool = False) -> RunResult:
+def train(config: Config, method: Method, *, resume: bool = False,
+          tune_process: bool = False) -> RunResult:
     """Train `config`'s model with `method` in `run.output_dir/run.name`; `resume` continues
-    its checkpoint."""
+    its checkpoint. `tune_process`: apply the process-wide settings that make long runs faster
+    and leaner (malloc keeps freed memory, unless `train.keep_freed_memory` says otherwise;
+    oneDNN's kernel caches capped); the CLI asks for them, a library call by default not."""
     check_run_config(config)
-    if config.train.keep_freed_memory:
+    keep = config.train.keep_freed_memory
+    if keep or (keep is None and tune_process):
         heap.keep_freed_memory()
+    if tune_process:
+        cap_kernel_caches()
     with cpu_matmul(config.train.cpu_matmul):
         return _train(config, method, resume)
 
