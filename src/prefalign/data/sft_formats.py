@@ -129,7 +129,7 @@ def parse_prompt_completion(data: Mapping, base: Provenance) -> Parsed:
     prompt_field, completion_field = list_field("prompt"), list_field("completion", len(prompt))
 
     def locate(index: int) -> tuple[str, str]:
-        field_name = prompt_field(index) if index < len(prompt) else completion_field(index)
+        field_name, _ = prompt_field(index) if index < len(prompt) else completion_field(index)
         return _string_side(data, field_name), ""
 
     report_role_problems(check, roles, locate, "completion")
