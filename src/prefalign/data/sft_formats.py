@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 
 from prefalign.data.conversation import (
     Conversation,
+    Locate,
     list_field,
     message_list,
     report_role_problems,
@@ -177,7 +178,7 @@ def parse_preference(fmt: str, data: Mapping, base: Provenance, options: ParseOp
     return Conversation(tuple(messages), pair.provenance), []
 
 
-def _pair_locate(fmt: str, data: Mapping, pair: PreferencePair):
+def _pair_locate(fmt: str, data: Mapping, pair: PreferencePair) -> Locate:
     """Where turn i of a pair's conversation lives in the record, for its defects."""
     if fmt == "trl" and isinstance(data.get("prompt"), list):
         return lambda i: (f"prompt[{i}].role", "") if i < len(pair.prompt) else ("chosen", "")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from prefalign.data.sft_encode import Encoded
 from prefalign.data.template import batch_token_ids, render_prompt
-from prefalign.data.tokenize import _cap_prompt
+from prefalign.data.tokenize import _cap_prompt  # DPO's prompt cap, so both keep the same text
 from prefalign.data.types import Message
 
 if TYPE_CHECKING:
