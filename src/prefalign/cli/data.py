@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from prefalign.atomic import write_json_atomic
+from prefalign.cli.data_sft import run_validate_sft
 from prefalign.data.audit import audit, format_audit
 from prefalign.data.bundled import BUNDLED, resolve_data_path
 from prefalign.data.fingerprint import fingerprint_pairs
@@ -69,11 +70,16 @@ def _print_warnings(result: LoadResult) -> None:
 def _register_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="check every record; list all defects; exit 1 if any")
     p.add_argument("paths", nargs="+", metavar="PATH", help=PATHS_HELP)
+    p.add_argument("--sft", action="store_true",
+                   help="check SFT data (messages, prompt/completion, or a preference format's "
+                        "chosen side) instead of preference pairs")
     _add_load_options(p)
     p.set_defaults(handler=run_validate)
 
 
 def run_validate(args: argparse.Namespace) -> int:
+    if args.sft:
+        return run_validate_sft(args)
     options = _load_options(args)
     if options.on_error == "skip":
         result = _load(args, args.paths)
