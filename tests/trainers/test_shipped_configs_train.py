@@ -11,7 +11,8 @@ import pytest
 
 from prefalign.config import load_config
 from prefalign.trainers.dpo.train import train
-from run_helpers import pair_rows, write_pairs
+from prefalign.trainers.sft.train import train_sft
+from run_helpers import conversation_rows, pair_rows, write_pairs
 from tiny_models import tiny_model_dir
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
@@ -21,11 +22,13 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 def test_shipped_config_trains_two_steps(path, tmp_path, tiny_tokenizer, monkeypatch):
     monkeypatch.setenv("PREFALIGN_CACHE", str(tmp_path / "cache"))
     model_dir = tiny_model_dir(tmp_path, tiny_tokenizer)
-    pairs = write_pairs(tmp_path / "train.jsonl", rows=pair_rows(40))
-    heldout = write_pairs(tmp_path / "eval.jsonl", rows=pair_rows(50)[40:])
+    sft = path.name.startswith("sft")  # SFT recipes: configs/sft*.yaml, run by `prefalign sft`
+    rows = conversation_rows(50) if sft else pair_rows(50)
+    pairs = write_pairs(tmp_path / "train.jsonl", rows=rows[:40])
+    heldout = write_pairs(tmp_path / "eval.jsonl", rows=rows[40:])
     config = load_config(path, [f"model.source={model_dir}", f"data.train=[{pairs}]",
                                 f"data.eval=[{heldout}]", f"run.output_dir={tmp_path / 'runs'}",
                                 "train.max_steps=2", "train.threads=1"])
-    result = train(config)
+    result = train_sft(config) if sft else train(config)
     assert result.outcome == "completed" and result.steps == 2
     assert (result.run_dir / "final").is_dir()
