@@ -33,6 +33,7 @@ from prefalign.trainers.loop.run import (
     open_run,
     whole_copy,
 )
+from prefalign.trainers.loop.rundir import RunFinished
 from prefalign.trainers.loop.sharding import full_model_state, full_optimizer_state
 from prefalign.trainers.loop.step import NonFiniteLoss, apply_update, step_metrics, train_step
 
@@ -66,8 +67,11 @@ def train(config: Config, method: Method, *, resume: bool = False,
 
 
 def _train(config: Config, method: Method, resume: bool) -> RunResult:
-    run, position = open_run(config, method, resume)
-    method.start(run, run.resumed_from is not None)
+    try:
+        run, position = open_run(config, method, resume)
+    except RunFinished as finished:
+        print(f"prefalign: {finished}")
+        return _finished_result(finished)
     open_records(run, position)
     progress = Progress(run.total_steps, position.global_step, run.global_batch, run.is_main,
                         unit=method.unit)
@@ -207,6 +211,13 @@ def _finish(run: Run, position: Position, progress: Progress, health: HealthMoni
     return result
 
 
+def _finished_result(finished: RunFinished) -> RunResult:
+    manifest = finished.manifest
+    best = manifest.get("early_stopping", {}).get("best_step")
+    return RunResult(finished.run_dir, manifest["outcome"], int(manifest.get("steps", 0)),
+                     dict(manifest.get("final_eval") or {}), best)
+
+
 def _fail(run: Run, position: Position, progress: Progress, error: NonFiniteLoss) -> RunResult:
     """Stop on a non-finite loss: no checkpoint is written over the last good one."""
     progress.close()
@@ -228,6 +239,12 @@ def _abort(run: Run, progress: Progress, error: BaseException) -> None:
         kind = "interrupted" if isinstance(error, KeyboardInterrupt) else \
             f"failed: {type(error).__name__}: {error}"
         finish_manifest(run.run_dir, kind)
+    _release(run)
+
+
+def _release(run: Run) -> None:
+    if run.lock is not None:
+        run.lock.release()
 
 
 def _close(run: Run, position: Position, result: RunResult, **fields: object) -> None:
@@ -239,4 +256,5 @@ def _close(run: Run, position: Position, result: RunResult, **fields: object) ->
                     skipped_steps=position.skipped_steps, final_eval=result.final_eval,
                     early_stopping={"metric": run.stopping.metric, **run.stopping.state()},
                     health=position.health_events, **fields)
+    _release(run)
     print(format_summary(result.outcome, result.steps, result.final_eval, result.best_step))

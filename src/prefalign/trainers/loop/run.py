@@ -31,12 +31,16 @@ from prefalign.trainers.loop.batches import (
 from prefalign.trainers.loop.checkpoint import latest_checkpoint, load_checkpoint
 from prefalign.trainers.loop.method import Method, Split
 from prefalign.trainers.loop.optim import build_optimizer, build_scheduler, follow_schedule
+from prefalign.trainers.loop.rundir import (
+    RunDirError,
+    RunFinished,
+    RunLock,
+    claim,
+    finished_outcome,
+    remove_unstarted,
+)
 from prefalign.trainers.loop.sharding import full_model_state, shard
 from prefalign.trainers.loop.stopping import EarlyStopping, metric_key
-
-
-class RunDirError(ConfigError):
-    """The run directory holds another run, or a checkpoint this config cannot continue."""
 
 
 @dataclass
@@ -90,6 +94,7 @@ class Run:
     resumed_from: Path | None = None
     resume_requested: bool = False
     sharded: bool = False  # train.fsdp on more than one process: the scorer is FSDP2-sharded
+    lock: RunLock | None = None  # the main process's claim on run_dir (rundir.py)
     _permutations: dict[int, torch.Tensor] = field(default_factory=dict)
 
     @property
@@ -127,11 +132,15 @@ def check_run_config(config: Config) -> None:
 
 
 def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from, or None for a fresh start; refuses to overwrite a run."""
+    """The checkpoint to resume from, or None for a fresh start; refuses to overwrite a run and
+    raises RunFinished when asked to resume one that finished."""
     has_manifest = (run_dir / MANIFEST).exists()
     if has_manifest and not resume:
         raise RunDirError(f"{run_dir} already holds a run ({MANIFEST}); pass --resume to "
                           "continue it, or choose a new run.name")
+    finished = finished_outcome(run_dir) if resume else None
+    if finished is not None:
+        raise RunFinished(run_dir, finished)
     return latest_checkpoint(run_dir) if resume else None
 
 
@@ -178,14 +187,28 @@ def end_processes() -> None:
 
 
 def open_run(config: Config, method: Method, resume: bool) -> tuple[Run, Position]:
-    """Build everything, restore the checkpoint when resuming, and start the manifest
-    (`check_run_config` has passed)."""
+    """Claim the run directory, build everything, restore the checkpoint when resuming, and
+    start the method (`check_run_config` has passed). A directory this call created is removed
+    again when any of that fails, so a run that never started leaves nothing behind."""
     accelerator = make_accelerator(config)
     run_dir = run_directory(config)
-    checkpoint = check_run_dir(run_dir, resume)
-    accelerator.wait_for_everyone()  # every process has checked before the main one writes
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    lock, created = claim(run_dir) if accelerator.is_main_process else (None, False)
+    try:
+        checkpoint = check_run_dir(run_dir, resume)
+        accelerator.wait_for_everyone()  # every process has checked before the main one writes
+        run, position = _build(config, method, accelerator, run_dir, checkpoint)
+        run.resume_requested, run.lock = resume, lock
+        method.start(run, run.resumed_from is not None)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        remove_unstarted(run_dir, created)
+        raise
+    return run, position
+
+
+def _build(config: Config, method: Method, accelerator: Any, run_dir: Path,
+           checkpoint: Path | None) -> tuple[Run, Position]:
     loaded = load_model(config.model, config.lora)
     loaded.model.to(accelerator.device).train()
     rejects = run_dir if accelerator.is_main_process else None
@@ -200,7 +223,6 @@ def open_run(config: Config, method: Method, resume: bool) -> tuple[Run, Positio
     run.sharded = sharded
     position = Position(global_batch=run.global_batch,
                         train_fingerprint=splits["train"].fingerprint)
-    run.resume_requested = resume
     if checkpoint is not None:
         position = _restore(run, checkpoint, position)
         run.resumed_from = checkpoint
