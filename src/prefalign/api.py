@@ -130,6 +130,8 @@ def _sources(data: Any, name: str) -> list[str]:
     JSONL file in the cache."""
     if isinstance(data, str | Path):
         return [str(data)]
+    if isinstance(data, Sequence) and not data:
+        return []  # no data for this split (e.g. eval_data=[]: no held-out evaluation)
     if hasattr(data, "to_list") and hasattr(data, "features"):  # a datasets.Dataset
         data = data.to_list()
     if isinstance(data, Sequence) and data and all(isinstance(d, Mapping) for d in data):
