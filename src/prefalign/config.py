@@ -51,12 +51,12 @@ class RunSection:
 class ModelSection:
     """source: a local HF directory (safetensors), a .gguf file, or an alias such as
     `smollm2-135m-instruct`. adapter: an existing LoRA adapter directory to start from (the
-    reference is then the base model with that adapter, see README). trust_remote_code: off unless
+    reference is then the base model with that adapter, docs/training.md). trust_remote_code: off unless
     you ask. gradient_checkpointing: trade compute for activation memory, each decoder block
     recomputed in backward under the settings its forward pass ran with (engine/forward/recompute.py):
     true recomputes whole blocks; "pointwise" keeps the matrix products' and attention's
-    outputs and recomputes only the elementwise operations (in float32 about two thirds of the
-    memory `true` saves for a fifth of its extra time; README, "Memory")."""
+    outputs and recomputes only the elementwise operations (most of the memory `true` saves for
+    a fraction of its extra time; docs/performance.md, "Gradient checkpointing")."""
 
     source: str = "smollm2-135m-instruct"
     dtype: Dtype = "float32"
@@ -122,7 +122,7 @@ class ReferenceSection:
     precision: "full" runs reference forwards in the model's dtype, outside `train.autocast`
     (float32 reference log-probs under bfloat16 autocast); "policy" runs them as the policy's
     forward runs, under `train.autocast`, so that policy and reference log-probs start out
-    identical (TRL's way: faster, less exact; README "bfloat16 autocast"). The same thing
+    identical (TRL's way: faster, less exact; docs/performance.md). The same thing
     when `train.autocast` is off."""
 
     strategy: Strategy = "frozen_copy"
@@ -157,7 +157,8 @@ class OptimSection:
 
 @dataclass(frozen=True)
 class TrainSection:
-    """batch_size: pairs per micro-batch per process; grad_accum: micro-batches per optimiser
+    """batch_size: examples (pairs, conversations) per micro-batch per process; grad_accum:
+    micro-batches per optimiser
     step. max_steps: optimiser steps (default: `epochs` passes over the data). eval_every /
     save_every / log_every: in optimiser steps (0 = never, except eval and save at the end).
     early_stopping_patience: stop after this many evaluations without improving
@@ -167,19 +168,19 @@ class TrainSection:
     autocast: "bfloat16" runs the policy's decoder under torch.autocast (bfloat16 matmuls) while
     weights, gradients and optimiser state stay float32 (model.dtype must be float32); the
     vocabulary projection's logits, log-softmax and (unless `reference.precision: policy`)
-    every reference log-prob stay float32 (README, "bfloat16 autocast"). attention_blocks: the
-    packed scorer attends within each pair's block of a row instead of over the whole row (same
-    results, ~1.3x faster training on CPU).
+    every reference log-prob stay float32. attention_blocks: the packed scorer attends within
+    each pair's block of a row instead of over the whole row (same results, less attention
+    work).
     cpu_matmul: "onednn" runs float32 CPU linear layers and the vocabulary projection through
-    oneDNN instead of torch's default BLAS (MKL runs AVX2 kernels on AMD CPUs; oneDNN AVX-512:
-    ~2x faster products here, same float32 results within 1e-5); "auto" means onednn on x86-64
+    oneDNN instead of torch's default BLAS (MKL runs AVX2 kernels on AMD CPUs, oneDNN AVX-512;
+    same float32 results within 1e-5); "auto" means onednn on x86-64
     CPUs whose torch has it when there is no CUDA device, "torch" leaves torch's default.
     sparse_embedding_grad: when the input embedding is tied to the output projection and trains
     (a full fine-tune of SmolLM2, say), its gradient goes as the rows of the batch's tokens into
     the projection's dense gradient (in place with the packed scorer, which then looks the
     embeddings up itself), instead of a zeroed (V × H) gradient of its own added to it (same
-    gradient up to float32 summation order; full fine-tunes of SmolLM2 2-5% faster here; not
-    under fsdp, whose gradients are dense shards).
+    gradient up to float32 summation order, one (V × H) tensor less per backward; not under
+    fsdp, whose gradients are dense shards).
     fsdp: shard the policy's parameters, gradients and optimiser state over the processes of
     the launch with PyTorch FSDP2 (docs/distributed.md); a no-op on one process.
     keep_freed_memory: set glibc's malloc, for the whole process, to keep freed blocks for the
@@ -188,8 +189,8 @@ class TrainSection:
     the caller: the CLI turns it on, a library call only when asked (`tune_process=True`).
     logps_chunk_size: response rows projected to the vocabulary at a time. logps_keep_mib: MiB
     of the projection's float32 softmax a training forward keeps for backward, which then skips
-    recomputing those chunks' logits (0: recompute all; 256 keeps ~1,360 rows of a 49k
-    vocabulary, against the 1,024-row chunk that recomputing holds at once)."""
+    recomputing those chunks' logits (0: recompute all). Each switch's effect and current
+    figures: docs/performance.md."""
 
     batch_size: int = 4
     grad_accum: int = 1

@@ -9,12 +9,11 @@ float32 on purpose:
   autocast's own layers' backward products do;
 - the backward pass's casts back to float32 gradients (autocast's own rule);
 - every reference log-prob, by default (`reference.precision: full`): reference forwards run
-  outside this context. Measured on
-  SmolLM2-135M: bfloat16 rounding moves a sequence's summed log-prob by ~0.13 nats (64 hh-rlhf
-  pairs) and does not cancel between two models whose weights differ (48 pairs, policy weights
-  perturbed as training would), so a bfloat16 reference adds its own error to the implicit reward
-  (mean error of the margin change 0.23 nats) instead of removing the policy's (0.17-0.20 with a
-  float32 reference). A float32 reference is also shared with float32 runs (one cache).
+  outside this context. bfloat16 rounding moves a sequence's summed
+  log-prob by about a tenth of a nat and does not cancel between two models whose weights
+  differ, so a bfloat16 reference would add its own rounding to the implicit reward instead of
+  removing the policy's (figures in docs/performance.md). A float32 reference is also shared
+  with float32 runs (one cache).
   `reference.precision: policy` runs them inside it instead (`reference_autocast`), as TRL does.
 """
 

@@ -9,9 +9,8 @@ of two modes:
   operations between them (norms, rotary embeddings, the MLP's activation and gate product, the
   transposes and copies): the tensors that make up most of a block's activations but cost little
   to compute again. Its backward must run outside autocast, as prefalign's step runs it (torch's
-  replay then finds operations the forward did not run). A float32 full fine-tune of SmolLM2 in
-  the README's "Against TRL" setting peaks 20% below plain for 5% more time (bfloat16 autocast:
-  18%, 13%), where `blocks` peaks 32% below for 27% more.
+  replay then finds operations the forward did not run). It saves less memory than `blocks`
+  for much less extra time (docs/performance.md, "Gradient checkpointing").
 
 prefalign wraps the blocks itself instead of calling transformers' `gradient_checkpointing_enable`
 because the recomputation must run what the forward pass ran, and two of prefalign's settings

@@ -3,8 +3,8 @@
 With tied weights autograd receives two gradients for W (V, H): the projection's dense one,
 which its backward computes first, and the embedding's. Given as sparse rows
 (`train.sparse_embedding_grad`), autograd adds them out of place: a fresh copy of the dense
-(V × H) gradient every backward (113 MiB for SmolLM2, whose full fine-tune peaks 20-75 MiB lower
-without it; README, "Tied embeddings"). The packed scorer instead looks the embeddings up itself
+(V × H) gradient every backward (113 MiB for SmolLM2; docs/performance.md, "Tied-embedding
+gradient"). The packed scorer instead looks the embeddings up itself
 (`tied_embeddings`): the projection's backward leaves its gradient in a `GradHandoff`,
 and the lookup's backward, which autograd runs after it (the lookup feeds everything else), adds
 the batch's token rows to it in place and returns the sum as W's one dense gradient. `.grad`,
