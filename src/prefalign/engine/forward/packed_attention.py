@@ -1,57 +1,105 @@
-"""Attention of a packed row one pair at a time: the row's mask is block-diagonal, so skip the zeros.
+"""Attention over packed rows: the layout's mask, windowed per layer, each pair's block on its own.
 
-A packed row holds several pairs' segments, and no token sees another segment, so the (L, L)
-mask is block-diagonal. Handing SDPA the whole row costs attention over L² positions; running it
-on each segment's own block costs Σ lᵢ², a quarter of that for four equal pairs, with the same
-result (masked keys add exp(-inf) = 0 to a softmax either way; sums run in another order, so
-outputs agree to float rounding). Each block keeps its own slice of the mask, so what a token sees
-inside its segment (the prefix-sharing rules) is unchanged.
-
-Mechanism: transformers' attention modules look their attention function up by
-`config._attn_implementation` at every forward and pass the decoder's extra keyword arguments on
-to it. `split_attention(config, blocks)` switches an `sdpa` model to `prefalign_blocks`
-(registered below) for one forward and yields the keyword argument that carries `blocks`;
-without `blocks` the function is plain `sdpa`.
+transformers' attention modules look their attention function up by `config._attn_implementation`
+at every forward and call it with the decoder's extra keyword arguments and their own
+`sliding_window` (the layer's window, which flash attention needs) and `softcap` (Gemma 2's
+attention soft-capping). While the packed scorer's decoder runs, `packed_attention(config, packed)`
+switches the model to `prefalign_packed` (registered below), which for every layer:
+- windows the row's mask: a layer reporting `sliding_window=W` keeps a key only when the query's
+  position is less than W past it (q − k < W, transformers' own sliding mask); positions are each
+  side's own (`packed_layout`), so the window counts the tokens of the unshared sequence;
+- runs `sdpa`, or the model's own eager function (its modeling module's
+  `eager_attention_forward`) when the model was loaded with `eager` or the layer soft-caps its
+  scores, which sdpa cannot;
+- with `blocks`, runs on each diagonal block of a row alone. No token sees another segment, so a
+  row's (L, L) mask is block-diagonal; the whole row costs attention over L² positions, its blocks
+  Σ lᵢ² (a quarter for four equal pairs), with the same result (masked keys add exp(-inf) = 0 to
+  a softmax either way; sums run in another order, so outputs agree to float rounding). Each
+  block keeps its own slice of the mask, so what a token sees inside its segment is unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-BLOCK_ATTENTION = "prefalign_blocks"
+PACKED_ATTENTION = "prefalign_packed"
 Blocks = tuple[tuple[tuple[int, int], ...], ...]  # per row: (start, end) of each block
 
 
-def block_sdpa_forward(
+class PackedAttention:
+    """One packed decoder forward's attention inputs; masks are built once per window and form.
+
+    visible (R, 1, L, L) bool, True where a query may attend to a key (`PackedLayout`);
+    position_ids (R, L); blocks: per row, the (start, end) of each block, or None for whole rows;
+    implementation: the model's own, "sdpa" or "eager"; mask_dtype: of eager's additive mask.
+    windows_seen: the sliding windows the layers reported during the forward.
+    """
+
+    def __init__(self, visible: Tensor, position_ids: Tensor, blocks: Blocks | None,
+                 implementation: str, mask_dtype: torch.dtype) -> None:
+        self.visible = visible
+        self.position_ids = position_ids
+        self.blocks = blocks
+        self.implementation = implementation
+        self.mask_dtype = mask_dtype
+        self.windows_seen: set[int] = set()
+        self._masks: dict[tuple[int | None, bool], Tensor] = {}
+
+    def mask(self, window: int | None, additive: bool) -> Tensor:
+        """(R, 1, L, L): bool (True = attend) for sdpa, or 0 / dtype-min for eager (`additive`),
+        which adds it to the scores; keys `window` or more positions back are hidden."""
+        key = (window, additive)
+        if key not in self._masks:
+            visible = self.visible
+            if window is not None:
+                positions = self.position_ids  # (R, L)
+                near = positions[:, None, :] > positions[:, :, None] - window  # (R, L, L) k > q − W
+                visible = visible & near[:, None]
+            if additive:
+                blocked = torch.zeros(visible.shape, dtype=self.mask_dtype, device=visible.device)
+                visible = blocked.masked_fill_(~visible, torch.finfo(self.mask_dtype).min)
+            self._masks[key] = visible
+        return self._masks[key]
+
+
+def packed_attention_forward(
     module: nn.Module,
     query: Tensor,
     key: Tensor,
     value: Tensor,
     attention_mask: Tensor | None,
     *args,
-    prefalign_blocks: Blocks | None = None,
+    prefalign_packed: PackedAttention,
     **kwargs,
 ) -> tuple[Tensor, None]:
-    """`sdpa_attention_forward` on each diagonal block of each row; query/key/value (R, heads, L, D),
-    attention_mask (R, 1, L, L) bool. Returns (R, L, heads, D) as sdpa does."""
-    if prefalign_blocks is None or attention_mask is None:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, *args, **kwargs)
+    """Attention of query/key/value (R, heads, L, D) under the packed mask (the decoder's
+    `attention_mask`, the unwindowed one, is replaced); returns (R, L, heads, D) as sdpa does."""
+    packed = prefalign_packed
+    window = kwargs.get("sliding_window")
+    if window is not None:
+        packed.windows_seen.add(window)
+    eager = packed.implementation == "eager" or kwargs.get("softcap") is not None
+    kernel = model_eager_attention(module) if eager else sdpa_attention_forward
+    mask = packed.mask(window, additive=eager)  # (R, 1, L, L)
+    if packed.blocks is None:
+        return kernel(module, query, key, value, mask, *args, **kwargs)[0], None
     rows = []
-    for row, blocks in enumerate(prefalign_blocks):
+    for row, blocks in enumerate(packed.blocks):
         parts = []
         for start, end in blocks:
-            part, _ = sdpa_attention_forward(
+            part, _ = kernel(
                 module,
                 query[row : row + 1, :, start:end],
                 key[row : row + 1, :, start:end],
                 value[row : row + 1, :, start:end],
-                attention_mask[row : row + 1, :, start:end, start:end],
+                mask[row : row + 1, :, start:end, start:end],
                 *args,
                 **kwargs,
             )  # (1, l, heads, D)
@@ -60,7 +108,18 @@ def block_sdpa_forward(
     return (torch.cat(rows) if len(rows) > 1 else rows[0]), None
 
 
-AttentionInterface.register(BLOCK_ATTENTION, block_sdpa_forward)
+AttentionInterface.register(PACKED_ATTENTION, packed_attention_forward)
+
+
+def model_eager_attention(module: nn.Module) -> Callable[..., tuple[Tensor, Tensor | None]]:
+    """The eager attention function of `module`'s modeling file: transformers' own scores,
+    scaling and soft-capping for that architecture."""
+    function = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+    if function is None:
+        raise ValueError(f"{type(module).__name__}: its module {type(module).__module__} has no "
+                         "eager_attention_forward, which the packed scorer runs for eager "
+                         "attention; set train.scorer: padded")
+    return function
 
 
 def row_blocks(segment: Tensor) -> Blocks:
@@ -75,16 +134,12 @@ def row_blocks(segment: Tensor) -> Blocks:
 
 
 @contextlib.contextmanager
-def split_attention(config, blocks: Blocks) -> Iterator[dict[str, Blocks]]:
-    """Within the block, an `sdpa` model whose rows hold several blocks attends through
-    `prefalign_blocks`; yields the decoder keyword arguments that carry `blocks` ({} when the
-    model keeps its own attention). The setting is restored after, error or not."""
-    previous = getattr(config, "_attn_implementation", None)
-    if previous != "sdpa" or not any(len(row) > 1 for row in blocks):
-        yield {}
-        return
-    config._attn_implementation = BLOCK_ATTENTION
+def packed_attention(config, packed: PackedAttention) -> Iterator[dict[str, PackedAttention]]:
+    """Within the block the model attends through `prefalign_packed`; yields the decoder keyword
+    arguments that carry `packed`. The model's setting is restored after, error or not."""
+    previous = config._attn_implementation
+    config._attn_implementation = PACKED_ATTENTION
     try:
-        yield {"prefalign_blocks": blocks}
+        yield {"prefalign_packed": packed}
     finally:
         config._attn_implementation = previous
