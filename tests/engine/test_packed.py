@@ -144,5 +144,5 @@ def test_refuses_attention_without_custom_masks(tiny_tokenizer):
     batch = collate_pairs(
         random_pairs(len(tiny_tokenizer), SHAPES[:1]), tiny_tokenizer.pad_token_id
     )
-    with pytest.raises(ValueError, match="attn_implementation 'sdpa' or 'eager'"):
+    with pytest.raises(ValueError, match="needs .sdpa. or .eager."):
         PackedPairScorer(model)(**batch)

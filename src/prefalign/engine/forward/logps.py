@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from prefalign.engine.forward.chunked import chunked_token_logps
+from prefalign.engine.forward.chunked import IDENTITY, LogitTransform, chunked_token_logps
 from prefalign.losses import SequenceLogps
 
 IGNORE_INDEX = -100
@@ -41,6 +41,7 @@ def sequence_logps_from_hidden(
     chunk_size: int = 1024,
     keep_mib: float = 0,
     ignore_index: int = IGNORE_INDEX,
+    transform: LogitTransform = IDENTITY,
 ) -> SequenceLogps:
     """`sequence_logps(hidden @ weight.T, labels)` without ever holding the full logits.
 
@@ -50,6 +51,7 @@ def sequence_logps_from_hidden(
     peak extra memory is about one (chunk_size × V) float32 block plus a (V, H) float32 gradient.
     keep_mib: MiB of float32 softmax the forward may keep so that backward does not recompute
     those chunks' logits (0: recompute all; kept only when grad is enabled).
+    transform: what the model does to its logits after the projection (`LogitTransform`).
     Values and gradients match the plain path to float32 rounding.
     """
     if chunk_size < 1:
@@ -61,7 +63,8 @@ def sequence_logps_from_hidden(
         )
     targets, mask = _shifted_targets(labels, ignore_index)  # (B, T-1) each
     rows = hidden[:, :-1][mask]  # (N, H): only the positions that score a response token
-    token_logps = chunked_token_logps(rows, weight, targets[mask], chunk_size, keep_mib)  # (N,)
+    token_logps = chunked_token_logps(rows, weight, targets[mask], chunk_size, keep_mib,
+                                      transform=transform)  # (N,)
     batch_index = mask.nonzero()[:, 0]  # (N,) which sequence each row belongs to
     sums = token_logps.new_zeros(labels.shape[0]).index_add(0, batch_index, token_logps)  # (B,)
     counts = mask.sum(dim=1)  # (B,)

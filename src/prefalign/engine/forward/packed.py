@@ -8,32 +8,40 @@ the same for a list of `TokenizedPair` without collating.
 
 Mask mechanism: transformers 5.x hands an attention mask that is already 4D, (R, 1, L, L), to the
 attention function unchanged (`masking_utils._preprocess_mask_arguments` returns it as is), and
-the explicit `position_ids` drive the rotary embeddings. `sdpa` takes a boolean mask (True =
-attend); `eager` adds the mask to the scores, so it gets 0 / dtype-min floats. Other
-implementations (flash attention, flex attention) cannot take this mask and are refused.
+the explicit `position_ids` drive the rotary embeddings. The attention function is prefalign's
+(`packed_attention`): it windows the mask for sliding-window layers and runs the model's `sdpa`
+or `eager` attention on it. Other implementations (flash attention, flex attention) cannot take
+this mask and are refused, as is what no mask can express (`model_features.check_packed`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from prefalign.data.tokenize import TokenizedPair
-from prefalign.engine.forward.block_attention import row_blocks, split_attention
 from prefalign.engine.forward.chunked import GradHandoff, chunked_token_logps
+from prefalign.engine.forward.model_features import (
+    check_packed,
+    check_positions,
+    check_windows_applied,
+    logit_transform,
+)
+from prefalign.engine.forward.model_parts import causal_lm_of, decoder_of, output_weight
+from prefalign.engine.forward.packed_attention import (
+    PackedAttention,
+    packed_attention,
+    row_blocks,
+)
 from prefalign.engine.forward.packed_layout import (
     PackedLayout,
     PairTokens,
     build_layout,
     pair_tokens_from_batch,
 )
-from prefalign.engine.forward.scorer import causal_lm_of, decoder_of, output_weight
 from prefalign.engine.forward.tied_embedding import tied_embedding, tied_embeddings
 from prefalign.losses import PairLogps
-
-SUPPORTED_ATTENTION = ("sdpa", "eager")
 
 
 class PackedPairScorer(nn.Module):
@@ -43,8 +51,8 @@ class PackedPairScorer(nn.Module):
     softmax kept for backward (as in `PairScorer`).
     max_row_tokens: token budget of one packed row; None packs the whole batch into one row,
     1 gives every pair its own row (prefix sharing only, rows padded to the longest).
-    attention_blocks: with `sdpa`, attend within each pair's block of a row only (see
-    `block_attention`); False hands SDPA the whole row and its mask. Same results.
+    attention_blocks: attend within each pair's block of a row only (see `packed_attention`);
+    False hands the attention function the whole row and its mask. Same results.
     """
 
     def __init__(
@@ -57,6 +65,7 @@ class PackedPairScorer(nn.Module):
         keep_mib: float = 0,
     ):
         super().__init__()
+        check_packed(model)
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
         if max_row_tokens is not None and max_row_tokens < 1:
@@ -119,27 +128,21 @@ def score_pairs(
 ) -> PairLogps:
     """Summed response log-probs and token counts of each pair's chosen and rejected side.
 
-    model: a transformers causal LM (or a peft wrapper of one) using `sdpa` or `eager` attention.
+    model: a transformers causal LM (or a peft wrapper of one) using `sdpa` or `eager` attention
+    that `check_packed` accepts.
     """
+    check_packed(model)
     weight = output_weight(model)  # (V, H)
     layout = build_layout(pairs, max_row_tokens=max_row_tokens, device=weight.device)
-    mask = _attention_mask_for(model, layout)  # (R, 1, L, L)
-    blocks = row_blocks(layout.segment) if attention_blocks else ()
+    check_positions(model, layout.longest)
     embedding = tied_embedding(model, weight)
     handoff = GradHandoff() if embedding is not None else None
     tokens = ({"input_ids": layout.input_ids} if embedding is None else
               {"inputs_embeds": tied_embeddings(layout.input_ids, embedding, handoff)})
-    with split_attention(causal_lm_of(model).config, blocks) as extra:
-        hidden = decoder_of(model)(
-            **tokens,
-            attention_mask=mask,
-            position_ids=layout.position_ids,
-            use_cache=False,
-            **extra,
-        ).last_hidden_state  # (R, L, H)
+    hidden = _decoder_states(model, layout, tokens, attention_blocks)  # (R, L, H)
     rows = hidden.reshape(-1, hidden.shape[-1])[layout.source_index]  # (N, H) one per target
-    token_logps = chunked_token_logps(rows, weight, layout.target_ids, chunk_size,
-                                      keep_mib, handoff)  # (N,)
+    token_logps = chunked_token_logps(rows, weight, layout.target_ids, chunk_size, keep_mib,
+                                      handoff, logit_transform(model))  # (N,)
     sequences = layout.counts.shape[0]  # 2B: chosen sides, then rejected sides
     sums = token_logps.new_zeros(sequences)  # (2B,)
     sums = sums.index_add(0, layout.sequence_index, token_logps)
@@ -153,19 +156,27 @@ def score_pairs(
     )
 
 
-def _attention_mask_for(model: nn.Module, layout: PackedLayout) -> Tensor:
-    """The layout's mask in the form the model's attention implementation expects."""
-    implementation = getattr(causal_lm_of(model).config, "_attn_implementation", None)
-    if implementation not in SUPPORTED_ATTENTION:
-        raise ValueError(
-            f"the packed scorer needs attn_implementation 'sdpa' or 'eager' (it passes a custom "
-            f"4D attention mask), got {implementation!r}; load the model with "
-            "attn_implementation='sdpa' or use the plain PairScorer"
-        )
-    visible = layout.attention_mask()  # (R, 1, L, L) bool
-    if implementation == "sdpa":
-        return visible
-    dtype = decoder_of(model).get_input_embeddings().weight.dtype
-    # eager adds the mask to the attention scores: 0 where visible, the dtype's minimum elsewhere
-    blocked = torch.zeros(visible.shape, dtype=dtype, device=visible.device)  # (R, 1, L, L)
-    return blocked.masked_fill_(~visible, torch.finfo(dtype).min)
+def _decoder_states(model: nn.Module, layout: PackedLayout, tokens: dict[str, Tensor],
+                    attention_blocks: bool) -> Tensor:
+    """The decoder's last hidden states (R, L, H) of the packed rows, attending through
+    `packed_attention` (the layout's mask, windowed per layer; each pair's block alone when
+    `attention_blocks` and a row holds several)."""
+    config = causal_lm_of(model).config
+    blocks = row_blocks(layout.segment) if attention_blocks else ()
+    packed = PackedAttention(
+        layout.attention_mask(),  # (R, 1, L, L)
+        layout.position_ids,
+        blocks if any(len(row) > 1 for row in blocks) else None,
+        implementation=config._attn_implementation,
+        mask_dtype=decoder_of(model).get_input_embeddings().weight.dtype,
+    )
+    with packed_attention(config, packed) as extra:
+        hidden = decoder_of(model)(
+            **tokens,
+            attention_mask=packed.visible,  # 4D: transformers hands it to attention unchanged
+            position_ids=layout.position_ids,
+            use_cache=False,
+            **extra,
+        ).last_hidden_state  # (R, L, H)
+    check_windows_applied(model, packed.windows_seen, layout.longest)
+    return hidden

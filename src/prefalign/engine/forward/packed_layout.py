@@ -98,6 +98,7 @@ class PackedLayout:
     target_ids: Tensor  # (N,) the predicted token ids
     sequence_index: Tensor  # (N,) which of the 2B sequences each target belongs to
     counts: Tensor  # (2B,) scored tokens per sequence, int64
+    longest: int  # tokens in the longest of the 2B sequences (the largest position id + 1)
 
     @property
     def num_pairs(self) -> int:
@@ -177,11 +178,13 @@ class _LayoutBuilder:
         self.target_ids: list[int] = []
         self.sequence_index: list[int] = []
         self.counts = [0] * (2 * num_pairs)
+        self.longest = 0
 
     def add_segment(self, pair: PairTokens, pair_number: int, segment: int, offset: int) -> int:
         """Append `prefix | chosen tail | rejected tail` at flat index `offset`; return the end."""
         shared = pair.prefix_length
         chosen_tail = len(pair.chosen_ids) - shared
+        self.longest = max(self.longest, len(pair.chosen_ids), len(pair.rejected_ids))
         parts = (
             (pair.chosen_ids[:shared], range(shared), PREFIX),
             (pair.chosen_ids[shared:], range(shared, len(pair.chosen_ids)), CHOSEN),
@@ -231,4 +234,5 @@ class _LayoutBuilder:
             target_ids=as_tensor(self.target_ids),
             sequence_index=as_tensor(self.sequence_index),
             counts=as_tensor(self.counts),
+            longest=self.longest,
         )

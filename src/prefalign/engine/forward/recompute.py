@@ -15,7 +15,7 @@ of two modes:
 prefalign wraps the blocks itself instead of calling transformers' `gradient_checkpointing_enable`
 because the recomputation must run what the forward pass ran, and two of prefalign's settings
 hold only while the forward pass runs: the packed scorer's per-pair block attention
-(`block_attention.split_attention`) and the oneDNN route of float32 products
+(`packed_attention.packed_attention`) and the oneDNN route of float32 products
 (`onednn.cpu_matmul`, whose mode is not active when autograd recomputes). Recomputed without
 them, a block saves other tensors and torch refuses ("a different number of tensors was saved",
 "different metadata"): with transformers' checkpointing, every such run failed in its first
@@ -40,7 +40,7 @@ from torch.utils.checkpoint import (
 )
 
 from prefalign.engine.forward import onednn
-from prefalign.engine.forward.scorer import causal_lm_of, decoder_blocks
+from prefalign.engine.forward.model_parts import causal_lm_of, decoder_blocks
 
 RecomputeMode = Literal["blocks", "pointwise"]
 

@@ -3,7 +3,9 @@
 `PairScorer` wraps a causal LM so that `accelerate.prepare` (DDP) wraps the whole scoring step:
 gradients then flow and synchronise through the wrapper's forward. It runs the decoder body once
 on the (2B, T) stack of chosen and rejected sequences and projects only response positions to
-the vocabulary, in chunks (`sequence_logps_from_hidden`): no (2B, T, V) float32 logits.
+the vocabulary, in chunks (`sequence_logps_from_hidden`): no (2B, T, V) float32 logits. What
+the model's own forward does to its logits after the projection is repeated there
+(`model_features.logit_transform`); attention and everything else is the model's own.
 """
 
 from __future__ import annotations
@@ -12,7 +14,17 @@ import torch
 from torch import Tensor, nn
 
 from prefalign.engine.forward.logps import sequence_logps_from_hidden
+from prefalign.engine.forward.model_features import check_positions, logit_transform
+from prefalign.engine.forward.model_parts import (
+    causal_lm_of,
+    decoder_blocks,
+    decoder_of,
+    output_weight,
+)
 from prefalign.losses import PairLogps
+
+__all__ = ["PairScorer", "causal_lm_of", "decoder_blocks", "decoder_of", "output_weight",
+           "sparse_tied_embedding_grad"]  # the model-part helpers stay importable from here
 
 
 class PairScorer(nn.Module):
@@ -37,47 +49,20 @@ class PairScorer(nn.Module):
         input_ids = torch.cat([chosen_input_ids, rejected_input_ids])  # (2B, T)
         attention_mask = torch.cat([chosen_attention_mask, rejected_attention_mask])  # (2B, T)
         labels = torch.cat([chosen_labels, rejected_labels])  # (2B, T)
+        check_positions(self.model, longest=input_ids.shape[1])  # positions run 0..T-1
         hidden = decoder_of(self.model)(
             input_ids=input_ids, attention_mask=attention_mask, use_cache=False
         ).last_hidden_state  # (2B, T, H)
         weight = output_weight(self.model)  # (V, H)
         logps = sequence_logps_from_hidden(hidden, weight, labels, chunk_size=self.chunk_size,
-                                           keep_mib=self.keep_mib)
+                                           keep_mib=self.keep_mib,
+                                           transform=logit_transform(self.model))
         return PairLogps(
             chosen=logps.sum[:batch].clone(),  # FSDP2 warns of views among a sharded
             rejected=logps.sum[batch:].clone(),  # module's outputs
             chosen_count=logps.count[:batch],
             rejected_count=logps.count[batch:],
         )
-
-
-def causal_lm_of(model: nn.Module) -> nn.Module:
-    """The transformers causal LM inside a peft wrapper (adapter layers stay injected)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
-
-
-def decoder_of(model: nn.Module) -> nn.Module:
-    """The decoder body (embeddings, layers, final norm) that yields `last_hidden_state`."""
-    return causal_lm_of(model).get_decoder()
-
-
-def decoder_blocks(model: nn.Module) -> list[nn.Module]:
-    """The repeated blocks of the decoder (the `layers` of transformers' decoders)."""
-    blocks = getattr(decoder_of(model), "layers", None)
-    if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
-        name = type(causal_lm_of(model)).__name__
-        raise ValueError(f"cannot find the decoder blocks of {name} (no `layers` list in its "
-                         "decoder)")
-    return list(blocks)
-
-
-def output_weight(model: nn.Module) -> Tensor:
-    """The output projection's weight (V, H); a bias on the projection is not supported."""
-    head = causal_lm_of(model).get_output_embeddings()
-    if getattr(head, "bias", None) is not None:
-        raise ValueError("models whose output projection has a bias are not supported yet")
-    return head.weight
 
 
 def sparse_tied_embedding_grad(model: nn.Module) -> bool:

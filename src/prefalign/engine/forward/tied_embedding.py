@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from prefalign.engine.forward.chunked import GradHandoff
-from prefalign.engine.forward.scorer import causal_lm_of
+from prefalign.engine.forward.model_parts import causal_lm_of
 
 
 def tied_embedding(model: nn.Module, weight: Tensor) -> nn.Embedding | None:

@@ -23,7 +23,7 @@ from typing import Any
 from torch import nn
 
 from prefalign.atomic import replace_dir
-from prefalign.engine.forward.scorer import causal_lm_of
+from prefalign.engine.forward.model_parts import causal_lm_of
 
 ADAPTER_SUBDIR = "adapter"
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from prefalign.config import LoraSection, ModelSection
 from prefalign.data.tokenizer import load_tokenizer
+from prefalign.engine.forward.model_features import untested_warning
 from prefalign.engine.forward.recompute import recompute_blocks
 from prefalign.engine.models.gguf_cache import load_gguf_model
 from prefalign.sources import ModelSource, resolve_model_source
@@ -80,6 +81,8 @@ def load_model(model: ModelSection, lora: LoraSection) -> LoadedModel:
     source = resolve_model_source(model.source)
     tokenizer = load_tokenizer(model.source, trust_remote_code=model.trust_remote_code)
     base = load_base_model(model, source)
+    if (warning := untested_warning(base)) is not None:
+        logger.warning("%s: %s", source.display_name, warning)
     base_hash = weight_hash(base)
     if model.gradient_checkpointing:
         mode = "pointwise" if model.gradient_checkpointing == "pointwise" else "blocks"

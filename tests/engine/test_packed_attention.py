@@ -1,13 +1,19 @@
-"""Block attention (each pair's block of a packed row on its own) against the whole-row mask."""
+"""Packed attention: windowed masks by hand, and each pair's block on its own against the whole row."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-import prefalign.engine.forward.block_attention as block_attention
-from prefalign.engine.forward.block_attention import BLOCK_ATTENTION, row_blocks, split_attention
+import prefalign.engine.forward.packed_attention as packed_attention_module
+from prefalign.data.tokenize import TokenizedPair
 from prefalign.engine.forward.packed import score_tokenized_pairs
+from prefalign.engine.forward.packed_attention import (
+    PACKED_ATTENTION,
+    PackedAttention,
+    packed_attention,
+    row_blocks,
+)
 from prefalign.engine.forward.packed_layout import PairTokens, build_layout
 from random_pairs import SHAPES, random_pairs
 from tiny_models import tiny_llama
@@ -52,8 +58,8 @@ def test_blocks_equal_the_whole_row(tiny_tokenizer, monkeypatch, dropout):
     pairs = random_pairs(len(tiny_tokenizer), SHAPES, seed=5)
     whole, whole_grads = _scores(model, pairs, blocks=False)
     calls = []
-    original = block_attention.sdpa_attention_forward
-    monkeypatch.setattr(block_attention, "sdpa_attention_forward",
+    original = packed_attention_module.sdpa_attention_forward
+    monkeypatch.setattr(packed_attention_module, "sdpa_attention_forward",
                         lambda *a, **k: calls.append(a[1].shape[2]) or original(*a, **k))
     split, split_grads = _scores(model, pairs, blocks=True)
     assert len(calls) == len(SHAPES) * model.config.num_hidden_layers
@@ -66,12 +72,29 @@ def test_blocks_equal_the_whole_row(tiny_tokenizer, monkeypatch, dropout):
 
 def test_the_attention_setting_is_restored_after_an_error(tiny_tokenizer):
     model = tiny_llama(tiny_tokenizer)
-    two_blocks = (((0, 3), (3, 5)),)
-    with pytest.raises(RuntimeError, match="boom"), \
-            split_attention(model.config, two_blocks) as extra:
-        assert model.config._attn_implementation == BLOCK_ATTENTION
-        assert extra == {"prefalign_blocks": two_blocks}
+    layout = build_layout([PairTokens.from_tokenized(TokenizedPair("x", (1, 2), (3,), (4,)))])
+    packed = PackedAttention(layout.attention_mask(), layout.position_ids, None, "sdpa",
+                             torch.float32)
+    with pytest.raises(RuntimeError, match="boom"), packed_attention(model.config, packed) as extra:
+        assert model.config._attn_implementation == PACKED_ATTENTION
+        assert extra == {"prefalign_packed": packed}
         raise RuntimeError("boom")
     assert model.config._attn_implementation == "sdpa"
-    with split_attention(model.config, (((0, 5),),)) as extra:  # one block per row: no split
-        assert model.config._attn_implementation == "sdpa" and extra == {}
+
+
+def test_window_masks_by_hand():
+    """Prompt (1, 2), chosen (3, 4), rejected (5): row 1 2 3 4 5, positions 0 1 2 3 2.
+    Window 2 keeps a key when the query's position is less than 2 past it: chosen's last token
+    (position 3) sees positions 2, 3 (columns 2, 3); the rejected token (position 2) sees the
+    prompt's position 1 and itself (columns 1, 4), not the chosen tokens, as without a window.
+    Eager's form adds 0 where visible and the dtype's minimum elsewhere."""
+    layout = build_layout([PairTokens.from_tokenized(TokenizedPair("x", (1, 2), (3, 4), (5,)))])
+    packed = PackedAttention(layout.attention_mask(), layout.position_ids, None, "eager",
+                             torch.float32)
+    windowed = packed.mask(2, additive=False)[0, 0].int().tolist()
+    assert windowed[3] == [0, 0, 1, 1, 0] and windowed[4] == [0, 1, 0, 0, 1]
+    assert windowed[2] == [0, 1, 1, 0, 0] and windowed[0] == [1, 0, 0, 0, 0]
+    assert torch.equal(packed.mask(None, additive=False), layout.attention_mask())
+    minimum = torch.finfo(torch.float32).min
+    assert packed.mask(2, additive=True)[0, 0, 4].tolist() == [minimum, 0, minimum, minimum, 0]
+    assert packed.mask(2, additive=True) is packed.mask(2, additive=True)  # built once
