@@ -131,14 +131,14 @@ def check_run_config(config: Config) -> None:
                               "evaluations; set data.eval and train.eval_every > 0")
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
+def check_run_dir(run_dir: Path, resume: bool, config: Config | None = None) -> Path | None:
     """The checkpoint to resume from, or None for a fresh start; refuses to overwrite a run and
-    raises RunFinished when asked to resume one that finished."""
+    raises RunFinished when asked to resume one that finished under the same config."""
     has_manifest = (run_dir / MANIFEST).exists()
     if has_manifest and not resume:
         raise RunDirError(f"{run_dir} already holds a run ({MANIFEST}); pass --resume to "
                           "continue it, or choose a new run.name")
-    finished = finished_outcome(run_dir) if resume else None
+    finished = finished_outcome(run_dir, config.to_dict()) if resume and config else None
     if finished is not None:
         raise RunFinished(run_dir, finished)
     return latest_checkpoint(run_dir) if resume else None
@@ -194,7 +194,7 @@ def open_run(config: Config, method: Method, resume: bool) -> tuple[Run, Positio
     run_dir = run_directory(config)
     lock, created = claim(run_dir) if accelerator.is_main_process else (None, False)
     try:
-        checkpoint = check_run_dir(run_dir, resume)
+        checkpoint = check_run_dir(run_dir, resume, config)
         accelerator.wait_for_everyone()  # every process has checked before the main one writes
         run, position = _build(config, method, accelerator, run_dir, checkpoint)
         run.resume_requested, run.lock = resume, lock

@@ -8,7 +8,8 @@ started, and a finished run left as it is.
 - `remove_unstarted`: a directory this call created is removed when opening the run fails
   (bad data, a model that does not load), so a failed start leaves nothing behind.
 - `finished_outcome`: `--resume` of a run whose manifest says it completed (or stopped early)
-  changes nothing and says so.
+  under the same resolved config changes nothing and says so. (With another config, say more
+  `train.max_steps`, the run continues from its last checkpoint, as any resume.)
 """
 
 from __future__ import annotations
@@ -93,10 +94,11 @@ def remove_unstarted(run_dir: Path, created: bool) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def finished_outcome(run_dir: Path) -> dict[str, Any] | None:
-    """The manifest of a finished run, or None (no manifest, or a run that did not finish)."""
+def finished_outcome(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of a run that finished under `config` (its resolved dict), or None."""
     path = run_dir / MANIFEST
     if not path.is_file():
         return None
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    return manifest if manifest.get("outcome") in FINISHED else None
+    same = manifest.get("config") == json.loads(json.dumps(config))
+    return manifest if manifest.get("outcome") in FINISHED and same else None
