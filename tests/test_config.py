@@ -242,3 +242,14 @@ def test_to_dict_survives_json():
     again = config_from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and again.optim.max_grad_norm is None
     assert math.isclose(again.optim.lr, 1e-5)
+
+
+def test_max_length_has_one_default():
+    """The config, the tokeniser's options and the CLI's --max-length share one default."""
+    from prefalign.cli.main import build_parser
+    from prefalign.config import DataSection
+    from prefalign.data.tokenize import DEFAULT_MAX_LENGTH, TruncationOptions
+
+    preview = build_parser().parse_args(["data", "preview", "x.jsonl"])
+    assert DataSection().max_length == TruncationOptions().max_length == DEFAULT_MAX_LENGTH
+    assert preview.max_length == DEFAULT_MAX_LENGTH

@@ -18,6 +18,8 @@ from typing import Any, Literal
 
 import yaml
 
+from prefalign.data.tokenize import DEFAULT_MAX_LENGTH
+
 Dtype = Literal["float32", "bfloat16"]
 Strategy = Literal["frozen_copy", "adapter_off", "precomputed", "none"]
 Schedule = Literal["linear", "cosine", "constant"]
@@ -89,7 +91,7 @@ class DataSection:
     format: str = "auto"
     on_error: Literal["raise", "skip"] = "raise"
     preference_axis: Literal["better", "safer"] = "better"
-    max_length: int = 512
+    max_length: int = DEFAULT_MAX_LENGTH
     max_prompt_length: int | None = None
     on_overflow: Literal["truncate", "drop", "raise"] = "truncate"
     limit_train: int | None = None

@@ -24,7 +24,7 @@ def test_preview_marks_the_boundary_and_counts_tokens(tiny_tokenizer):
     assert lines[0] == "pair data.jsonl:4"
     assert lines[1] == (
         f"tokens: prompt {prompt_len}, chosen {chosen_len}, rejected {rejected_len} "
-        f"(max_length 1024, max_prompt_length 512)"
+        f"(max_length 512, max_prompt_length 256)"
     )
     assert lines[2] == "status: fits"
     start = lines.index(f"──── prompt ({prompt_len} tokens) ────")

@@ -13,6 +13,7 @@ from prefalign.data.bundled import BUNDLED, resolve_data_path
 from prefalign.data.fingerprint import fingerprint_pairs
 from prefalign.data.formats import FORMATS
 from prefalign.data.load import LoadOptions, LoadResult, load_pairs, validate
+from prefalign.data.tokenize import DEFAULT_MAX_LENGTH
 from prefalign.data.writers import WRITE_FORMATS, to_record, write_jsonl_atomic
 from prefalign.sources import DEFAULT_MODEL
 
@@ -146,7 +147,8 @@ def _register_preview(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", type=int, default=0, metavar="N", help="which pair (0-based; default 0)")
     p.add_argument("--tokenizer", default=DEFAULT_MODEL, metavar="MODEL",
                    help="tokenizer and chat template (default: %(default)s)")
-    p.add_argument("--max-length", type=int, default=1024, metavar="N", help="default: %(default)s")
+    p.add_argument("--max-length", type=int, default=DEFAULT_MAX_LENGTH, metavar="N",
+                   help="default: %(default)s")
     _add_load_options(p, skip=False)
     p.set_defaults(handler=run_preview)
 

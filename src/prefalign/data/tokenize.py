@@ -55,12 +55,15 @@ class SequenceTooLongError(ValueError):
     """A pair needs truncation under on_overflow="raise"."""
 
 
+DEFAULT_MAX_LENGTH = 512  # tokens of prompt + response: the one default (config, CLI, library)
+
+
 @dataclass(frozen=True)
 class TruncationOptions:
     """max_length: tokens of prompt + response. max_prompt_length: prompt tokens kept when a
     pair overflows (default max_length // 2). on_overflow: "truncate", "drop" or "raise"."""
 
-    max_length: int = 1024
+    max_length: int = DEFAULT_MAX_LENGTH
     max_prompt_length: int | None = None
     on_overflow: OnOverflow = "truncate"
 
