@@ -62,7 +62,7 @@ def test_losses_index_says_reference_and_reduction():
         ("simpo", {"gamma": -0.5}, r"simpo: gamma .* \[0.0, inf\)"),
         ("orpo", {"beta": 0}, r"orpo: beta"),
         ("rpo", {"alpha": -1.0}, r"rpo: alpha .* \[0.0, inf\)"),
-        ("apo_zero", {"beta": 0}, r"apo: beta"),
+        ("apo_zero", {"beta": 0}, r"apo_zero: beta"),
         ("kto", {"undesirable_weight": 0.0}, r"kto: undesirable_weight .* \(0.0, inf\)"),
         (
             "dpo",
