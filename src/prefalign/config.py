@@ -101,20 +101,25 @@ class DataSection:
 
 @dataclass(frozen=True)
 class LossSection:
-    """name: a key of `prefalign.losses.LOSSES`; params: its hyper-parameters (beta, ...); those
-    left out take the loss's own defaults (DPO beta 0.1, SimPO beta 2.0 and gamma 1.0, ...)."""
+    """name: a key of `prefalign.losses.LOSSES` (a loss added with `prefalign.losses.register`
+    only once the code registering it has run); params: its hyper-parameters (beta, ...), each
+    checked against the type and bounds its loss declares; those left out take the loss's own
+    defaults (DPO beta 0.1, SimPO beta 2.0 and gamma 1.0, ...)."""
 
     name: str = "dpo"
     params: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from prefalign.losses import LOSSES
+        from prefalign.losses import LOSSES, make_loss
 
-        spec = LOSSES.get(self.name)
-        if spec is not None:  # an unknown name is reported by check_config, with a suggestion
-            # Record every hyper-parameter, so the printed config and the manifest show the
-            # values in effect, not only the ones the user wrote.
-            object.__setattr__(self, "params", {**spec.defaults, **self.params})
+        if self.name in LOSSES:  # an unknown name is reported by check_config, with a suggestion
+            try:
+                loss = make_loss(self.name, **self.params)
+            except ValueError as error:
+                raise ConfigError(f"loss.params: {error}") from error
+            # Record every hyper-parameter, typed, so the printed config and the manifest show
+            # the values in effect, not only the ones the user wrote.
+            object.__setattr__(self, "params", dict(loss.params))
 
 
 @dataclass(frozen=True)
@@ -383,7 +388,7 @@ def _positive(where: str, value: int | float | None, allow_zero: bool = False) -
 
 def check_config(config: Config) -> None:
     """Cross-field checks that need no model; raises ConfigError naming the key."""
-    from prefalign.losses import LOSSES, make_loss  # validated here so a bad beta fails early
+    from prefalign.losses import LOSSES  # the params of a known loss are checked by LossSection
 
     t, o = config.train, config.optim
     for name in ("batch_size", "grad_accum", "epochs", "eval_batch_size", "keep_last",
@@ -406,10 +411,6 @@ def check_config(config: Config) -> None:
     if not LOSSES[config.loss.name].paired:
         raise ConfigError(f"loss.name: {config.loss.name!r} takes unpaired examples; "
                           "the trainer takes preference pairs (see docs/losses.md)")
-    try:
-        make_loss(config.loss.name, **config.loss.params)
-    except ValueError as error:
-        raise ConfigError(f"loss.params: {error}") from error
     _check_reference(config)
     if t.autocast != "off" and config.model.dtype != "float32":
         raise ConfigError(f"train.autocast: {t.autocast} autocast needs float32 master weights; "

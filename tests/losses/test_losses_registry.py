@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def test_losses_index_says_reference_and_reduction():
         ("simpo", {"gamma": -0.5}, r"simpo: gamma .* \[0.0, inf\)"),
         ("orpo", {"beta": 0}, r"orpo: beta"),
         ("rpo", {"alpha": -1.0}, r"rpo: alpha .* \[0.0, inf\)"),
-        ("apo_zero", {"beta": 0}, r"apo: beta"),
+        ("apo_zero", {"beta": 0}, r"apo_zero: beta"),
         ("kto", {"undesirable_weight": 0.0}, r"kto: undesirable_weight .* \(0.0, inf\)"),
         (
             "dpo",
@@ -83,6 +84,30 @@ def test_loss_functions_validate_too():
         dpo_loss(policy, reference, label_smoothing=0.7)
     with pytest.raises(ValueError, match=r"simpo: beta"):
         simpo_loss(policy, beta=0.0)
+
+
+def test_values_are_stored_as_their_declared_type():
+    """An int given for a float hyper-parameter becomes a float, in make_loss and direct calls."""
+    policy, reference = random_pairs(3, seed=56)
+    loss = make_loss("simpo", beta=2, gamma=0)
+    assert dict(loss.params) == {"beta": 2.0, "gamma": 0.0}
+    assert all(type(value) is float for value in loss.params.values())
+    torch.testing.assert_close(
+        dpo_loss(policy, reference, beta=1).losses, dpo_loss(policy, reference, beta=1.0).losses
+    )
+
+
+def test_every_built_in_declares_each_hyper_parameter_with_its_bounds():
+    """Each keyword-only parameter with a default is declared: a bool, or a number with a range
+    that holds its default (so no built-in takes an unbounded number)."""
+    for name, spec in LOSSES.items():
+        signature = inspect.signature(spec.fn).parameters.values()
+        keyword = {p.name: p.default for p in signature if p.kind is p.KEYWORD_ONLY}
+        with_defaults = {k: v for k, v in keyword.items() if v is not inspect.Parameter.empty}
+        assert spec.defaults == with_defaults, name
+        for parameter in spec.hyperparameters.values():
+            assert parameter.kind is bool or parameter.bounds is not None, (name, parameter)
+            assert parameter.bounds is None or parameter.bounds.contains(parameter.default)
 
 
 def test_make_loss_fills_defaults_and_calls_the_function():

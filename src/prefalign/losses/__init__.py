@@ -2,9 +2,12 @@
 
 Every paired loss takes `PairLogps` for the policy (and the reference where it needs one),
 keyword hyper-parameters, and returns `LossOutput` with per-example losses (no reduction) and
-detached implicit rewards. `LOSSES` indexes them; `make_loss` validates a configuration.
+detached implicit rewards. Each hyper-parameter's type and bounds are declared in its loss's
+signature (`Positive`, `Range`). `LOSSES` indexes the losses; `make_loss` validates a
+configuration; `register` adds a user's loss to LOSSES (for this process).
 """
 
+from ._params import NonNegative, Positive, Range
 from ._types import LossOutput, PairLogps, SequenceLogps, UnpairedLossOutput
 from .apo import apo_down_loss, apo_zero_loss
 from .dpo import dpo_loss, robust_dpo_loss, rpo_loss
@@ -14,7 +17,7 @@ from .kto import kto_kl_reference, kto_loss
 from .metrics import dpo_gradient_weight, kl_proxy, reward_accuracy, reward_margins, reward_metrics
 from .mix import MixedLoss, mix_losses
 from .orpo import orpo_loss
-from .registry import LOSSES, ConfiguredLoss, LossSpec, make_loss
+from .registry import LOSSES, ConfiguredLoss, LossSpec, make_loss, register
 from .simpo import simpo_loss
 
 __all__ = [
@@ -23,7 +26,10 @@ __all__ = [
     "LossOutput",
     "LossSpec",
     "MixedLoss",
+    "NonNegative",
     "PairLogps",
+    "Positive",
+    "Range",
     "SequenceLogps",
     "UnpairedLossOutput",
     "apo_down_loss",
@@ -38,6 +44,7 @@ __all__ = [
     "make_loss",
     "mix_losses",
     "orpo_loss",
+    "register",
     "reward_accuracy",
     "reward_margins",
     "reward_metrics",

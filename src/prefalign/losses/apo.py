@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ._params import require_positive
+from ._params import Positive, validated
 from ._types import LossOutput, PairLogps, log_ratios, with_implicit_rewards
 
 
-def check_apo(*, beta: float) -> None:
-    require_positive("apo", "beta", beta)
-
-
-def apo_zero_loss(policy: PairLogps, reference: PairLogps, *, beta: float = 0.1) -> LossOutput:
+@validated("apo_zero")
+def apo_zero_loss(policy: PairLogps, reference: PairLogps, *, beta: Positive = 0.1) -> LossOutput:
     """APO-zero (D'Oosterlinck et al. 2024, eq. 7).
 
     r(y) = β·[log π(y|x) − log π_ref(y|x)]
@@ -24,13 +21,13 @@ def apo_zero_loss(policy: PairLogps, reference: PairLogps, *, beta: float = 0.1)
     constant 1 makes the loss non-negative (1 at π = π_ref) without changing any gradient.
     β > 0 sets the scale at which σ saturates. Summed log-probs. Inputs (B,); returns (B,).
     """
-    check_apo(beta=beta)
     chosen_ratio, rejected_ratio = log_ratios(policy, reference, per_token=False, loss="apo_zero")
     losses = 1 - torch.sigmoid(beta * chosen_ratio) + torch.sigmoid(beta * rejected_ratio)
     return with_implicit_rewards(losses, beta, chosen_ratio, rejected_ratio)
 
 
-def apo_down_loss(policy: PairLogps, reference: PairLogps, *, beta: float = 0.1) -> LossOutput:
+@validated("apo_down")
+def apo_down_loss(policy: PairLogps, reference: PairLogps, *, beta: Positive = 0.1) -> LossOutput:
     """APO-down (D'Oosterlinck et al. 2024, eq. 8).
 
     r(y) = β·[log π(y|x) − log π_ref(y|x)]
@@ -42,7 +39,6 @@ def apo_down_loss(policy: PairLogps, reference: PairLogps, *, beta: float = 0.1)
     the constant 1 keeps the loss non-negative without changing any gradient. β > 0 as in
     APO-zero. Summed log-probs. Inputs (B,); returns (B,).
     """
-    check_apo(beta=beta)
     chosen_ratio, rejected_ratio = log_ratios(policy, reference, per_token=False, loss="apo_down")
     chosen_reward = beta * chosen_ratio  # (B,)
     margin_reward = beta * (chosen_ratio - rejected_ratio)  # (B,)

@@ -10,24 +10,23 @@ Symbols shared by every docstring here:
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch.nn.functional as F
 
-from ._params import require_bool, require_number, require_positive
+from ._params import NonNegative, Positive, Range, validated
 from ._types import LossOutput, PairLogps, log_ratios, with_implicit_rewards
 
-
-def check_dpo(*, beta: float, label_smoothing: float, length_normalized: bool) -> None:
-    require_positive("dpo", "beta", beta)
-    require_number("dpo", "label_smoothing", label_smoothing, low=0.0, high=0.5)
-    require_bool("dpo", "length_normalized", length_normalized)
+FlipRate = Annotated[float, Range(0.0, 0.5)]  # a label-flip probability ε in [0, 0.5)
 
 
+@validated("dpo")
 def dpo_loss(
     policy: PairLogps,
     reference: PairLogps,
     *,
-    beta: float = 0.1,
-    label_smoothing: float = 0.0,
+    beta: Positive = 0.1,
+    label_smoothing: FlipRate = 0.0,
     length_normalized: bool = False,
 ) -> LossOutput:
     """Direct Preference Optimization (Rafailov et al. 2023, eq. 7); conservative DPO when ε > 0.
@@ -41,7 +40,6 @@ def dpo_loss(
     log-ratio is divided by its response length first (log π(y|x)/|y|), removing the pull
     towards longer chosen responses. Inputs (B,); returns per-pair losses (B,).
     """
-    check_dpo(beta=beta, label_smoothing=label_smoothing, length_normalized=length_normalized)
     chosen_ratio, rejected_ratio = log_ratios(
         policy, reference, per_token=length_normalized, loss="dpo"
     )
@@ -51,13 +49,9 @@ def dpo_loss(
     return with_implicit_rewards(losses, beta, chosen_ratio, rejected_ratio)
 
 
-def check_robust(*, beta: float, flip_rate: float) -> None:
-    require_positive("robust", "beta", beta)
-    require_number("robust", "flip_rate", flip_rate, low=0.0, high=0.5)
-
-
+@validated("robust")
 def robust_dpo_loss(
-    policy: PairLogps, reference: PairLogps, *, beta: float = 0.1, flip_rate: float = 0.1
+    policy: PairLogps, reference: PairLogps, *, beta: Positive = 0.1, flip_rate: FlipRate = 0.1
 ) -> LossOutput:
     """Provably robust DPO (Chowdhury et al. 2024): an unbiased DPO loss under label noise.
 
@@ -68,7 +62,6 @@ def robust_dpo_loss(
     that noise, (1 − ε)·L(h) + ε·L(−h) = ℓ(h), the clean DPO loss. Unlike cDPO the loss can be
     negative and keeps pushing h. ε = 0 is plain DPO. Summed log-probs. Inputs (B,); returns (B,).
     """
-    check_robust(beta=beta, flip_rate=flip_rate)
     chosen_ratio, rejected_ratio = log_ratios(policy, reference, per_token=False, loss="robust")
     margin = chosen_ratio - rejected_ratio  # h, (B,)
     clean = -F.logsigmoid(beta * margin)
@@ -77,13 +70,9 @@ def robust_dpo_loss(
     return with_implicit_rewards(losses, beta, chosen_ratio, rejected_ratio)
 
 
-def check_rpo(*, beta: float, alpha: float) -> None:
-    require_positive("rpo", "beta", beta)
-    require_number("rpo", "alpha", alpha, low=0.0)
-
-
+@validated("rpo")
 def rpo_loss(
-    policy: PairLogps, reference: PairLogps, *, beta: float = 0.1, alpha: float = 1.0
+    policy: PairLogps, reference: PairLogps, *, beta: Positive = 0.1, alpha: NonNegative = 1.0
 ) -> LossOutput:
     """Iterative reasoning preference optimisation (Pang et al. 2024): DPO plus NLL of y_w.
 
@@ -95,7 +84,6 @@ def rpo_loss(
     chosen response's likelihood from falling while the margin grows. Needs token counts.
     Inputs (B,); returns (B,), with terms "dpo" and "nll".
     """
-    check_rpo(beta=beta, alpha=alpha)
     chosen_ratio, rejected_ratio = log_ratios(policy, reference, per_token=False, loss="rpo")
     chosen_mean, _ = policy.per_token("rpo")
     preference = -F.logsigmoid(beta * (chosen_ratio - rejected_ratio))  # (B,)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ._params import require_positive
+from ._params import Positive, validated
 from ._types import LossOutput, PairLogps, log_ratios, with_implicit_rewards
 
 
-def check_hinge(*, beta: float) -> None:
-    require_positive("hinge", "beta", beta)
-
-
-def hinge_loss(policy: PairLogps, reference: PairLogps, *, beta: float = 0.1) -> LossOutput:
+@validated("hinge")
+def hinge_loss(policy: PairLogps, reference: PairLogps, *, beta: Positive = 0.1) -> LossOutput:
     """Sequence likelihood calibration, SLiC-HF (Zhao et al. 2023), in its normalised form.
 
     h = [log π(y_w|x) − log π_ref(y_w|x)] − [log π(y_l|x) − log π_ref(y_l|x)]
@@ -24,7 +21,6 @@ def hinge_loss(policy: PairLogps, reference: PairLogps, *, beta: float = 0.1) ->
     form TRL ships), so π_ref plays the regulariser's role and δ = 1/β: the loss is zero, with zero
     gradient, once h ≥ 1/β. Summed log-probs. Inputs (B,); returns (B,).
     """
-    check_hinge(beta=beta)
     chosen_ratio, rejected_ratio = log_ratios(policy, reference, per_token=False, loss="hinge")
     margin = chosen_ratio - rejected_ratio  # h, (B,)
     losses = torch.relu(1 - beta * margin)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from ._params import require_positive
+from ._params import Positive, validated
 from ._types import LossOutput, PairLogps, log_ratios, with_implicit_rewards
 
 
-def check_ipo(*, beta: float) -> None:
-    require_positive("ipo", "beta", beta)
-
-
-def ipo_loss(policy: PairLogps, reference: PairLogps, *, beta: float = 0.1) -> LossOutput:
+@validated("ipo")
+def ipo_loss(policy: PairLogps, reference: PairLogps, *, beta: Positive = 0.1) -> LossOutput:
     """Identity preference optimisation (Azar et al. 2023, "ΨPO with identity mapping", eq. 17).
 
     h̄ = [log π(y_w|x) − log π_ref(y_w|x)]/|y_w| − [log π(y_l|x) − log π_ref(y_l|x)]/|y_l|
@@ -26,7 +23,6 @@ def ipo_loss(policy: PairLogps, reference: PairLogps, *, beta: float = 0.1) -> L
     τ length-independent. Needs token counts. Rewards are τ times the per-token log-ratios,
     detached. Inputs (B,); returns (B,).
     """
-    check_ipo(beta=beta)
     chosen_ratio, rejected_ratio = log_ratios(policy, reference, per_token=True, loss="ipo")
     margin = chosen_ratio - rejected_ratio  # h̄, (B,)
     losses = (margin - 1 / (2 * beta)) ** 2

@@ -12,25 +12,20 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._params import require_positive
+from ._params import Positive, validated
 from ._types import UnpairedLossOutput
 
 
-def check_kto(*, beta: float, desirable_weight: float, undesirable_weight: float) -> None:
-    require_positive("kto", "beta", beta)
-    require_positive("kto", "desirable_weight", desirable_weight)
-    require_positive("kto", "undesirable_weight", undesirable_weight)
-
-
+@validated("kto")
 def kto_loss(
     policy: Tensor,
     reference: Tensor,
     *,
     desirable: Tensor,
     kl_reference: Tensor | float,
-    beta: float = 0.1,
-    desirable_weight: float = 1.0,
-    undesirable_weight: float = 1.0,
+    beta: Positive = 0.1,
+    desirable_weight: Positive = 1.0,
+    undesirable_weight: Positive = 1.0,
 ) -> UnpairedLossOutput:
     """Kahneman–Tversky optimisation (Ethayarajh et al. 2024).
 
@@ -45,7 +40,6 @@ def kto_loss(
     (B,); `kl_reference` is z0 as a number or 0-dim tensor (see `kto_kl_reference`); it is
     detached here so no gradient flows through the reference point. Rewards are β·r, detached.
     """
-    check_kto(beta=beta, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight)
     if policy.ndim != 1 or policy.shape != reference.shape or desirable.shape != policy.shape:
         raise ValueError(
             "kto: policy, reference and desirable must all have shape (B,), got "

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ._params import require_positive
+from ._params import Positive, validated
 from ._types import LossOutput, PairLogps
 
 # Just below 0: a response whose every token has probability ≈ 1 has mean log-prob 0.0 in
@@ -15,11 +15,8 @@ from ._types import LossOutput, PairLogps
 _MAX_MEAN_LOGP = -1e-6
 
 
-def check_orpo(*, beta: float) -> None:
-    require_positive("orpo", "beta", beta)
-
-
-def orpo_loss(policy: PairLogps, *, beta: float = 0.1) -> LossOutput:
+@validated("orpo")
+def orpo_loss(policy: PairLogps, *, beta: Positive = 0.1) -> LossOutput:
     """Monolithic odds-ratio preference optimisation (Hong et al. 2024).
 
     P(y|x)   = exp(log π(y|x)/|y|)              (per-token mean, as in the paper)
@@ -35,7 +32,6 @@ def orpo_loss(policy: PairLogps, *, beta: float = 0.1) -> LossOutput:
     `_MAX_MEAN_LOGP`). Rewards λ·mean log-prob, detached. Inputs (B,); returns (B,) with terms
     "nll", "odds_ratio" (L_OR) and "log_odds_ratio".
     """
-    check_orpo(beta=beta)
     chosen_mean, rejected_mean = policy.per_token("orpo")  # (B,) each
     log_odds_ratio = _log_odds(chosen_mean) - _log_odds(rejected_mean)  # (B,)
     odds_ratio_loss = -F.logsigmoid(log_odds_ratio)

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ._params import require_number, require_positive
+from ._params import NonNegative, Positive, validated
 from ._types import LossOutput, PairLogps
 
 
-def check_simpo(*, beta: float, gamma: float) -> None:
-    require_positive("simpo", "beta", beta)
-    require_number("simpo", "gamma", gamma, low=0.0)
-
-
-def simpo_loss(policy: PairLogps, *, beta: float = 2.0, gamma: float = 1.0) -> LossOutput:
+@validated("simpo")
+def simpo_loss(policy: PairLogps, *, beta: Positive = 2.0, gamma: NonNegative = 1.0) -> LossOutput:
     """Simple preference optimisation (Meng et al. 2024, eq. 6).
 
     r(y) = β/|y| · log π(y|x)      (per-token mean log-prob, scaled)
@@ -26,7 +22,6 @@ def simpo_loss(policy: PairLogps, *, beta: float = 2.0, gamma: float = 1.0) -> L
     r(y_w) − r(y_l) = γ. Log-probs AVERAGED; needs token counts. Rewards r(y_w), r(y_l) detached.
     Inputs (B,); returns (B,).
     """
-    check_simpo(beta=beta, gamma=gamma)
     chosen_mean, rejected_mean = policy.per_token("simpo")
     chosen_reward = beta * chosen_mean  # (B,)
     rejected_reward = beta * rejected_mean  # (B,)
