@@ -206,9 +206,8 @@ def test_bad_loss_hyper_parameter_names_it(override, expected):
     assert expected in str(error.value)
 
 
-def test_unpaired_loss_is_refused():
-    with pytest.raises(ConfigError, match="'kto' takes unpaired examples"):
-        load_config(None, ["loss.name=kto"])
+def test_kto_is_the_unpaired_loss_with_a_trainer():
+    assert load_config(None, ["loss.name=kto"]).loss.params["beta"] == 0.1
 
 
 def test_loss_params_left_out_take_that_loss_defaults():

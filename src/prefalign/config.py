@@ -408,9 +408,9 @@ def check_config(config: Config) -> None:
     if config.loss.name not in LOSSES:
         raise ConfigError(f"loss.name: unknown loss {config.loss.name!r}"
                           f"{_suggest(config.loss.name, sorted(LOSSES))}")
-    if not LOSSES[config.loss.name].paired:
-        raise ConfigError(f"loss.name: {config.loss.name!r} takes unpaired examples; "
-                          "the trainer takes preference pairs (see docs/losses.md)")
+    if not LOSSES[config.loss.name].paired and config.loss.name != "kto":
+        raise ConfigError(f"loss.name: {config.loss.name!r} takes unpaired examples, and only "
+                          "kto has an unpaired trainer (see docs/losses.md)")
     _check_reference(config)
     if t.autocast != "off" and config.model.dtype != "float32":
         raise ConfigError(f"train.autocast: {t.autocast} autocast needs float32 master weights; "

@@ -41,7 +41,7 @@ from prefalign.eval.pairs import (
 from prefalign.eval.prompts import PromptItem, default_prompts
 from prefalign.eval.safety import answer_prompts, safety_section
 from prefalign.eval.templates import ALTERNATE_TEMPLATES, with_template
-from prefalign.losses import ConfiguredLoss, make_loss
+from prefalign.losses import LOSSES, ConfiguredLoss, make_loss
 
 HELPFUL = "bundled:hh-helpful-sample"
 
@@ -121,7 +121,7 @@ def _run_eval(run_dir: str | Path, out_dir: str | Path, options: EvalOptions) ->
     out_dir.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now, not at the end
     config = run.config.model
     tokenizer = load_tokenizer(str(run.final_dir), trust_remote_code=config.trust_remote_code)
-    loss = make_loss(run.config.loss.name, **run.config.loss.params)
+    loss = _pair_loss(run.config.loss.name, dict(run.config.loss.params))
     context = _Context(run, options, tokenizer, {}, loss)
     context.models = context.timed("load_models", lambda: {
         "reference": load_reference(run, options.reference), "policy": load_policy(run)})
@@ -133,6 +133,14 @@ def _run_eval(run_dir: str | Path, out_dir: str | Path, options: EvalOptions) ->
     results["elapsed_seconds"] = round(time.perf_counter() - start, 1)
     write_outputs(out_dir, results, rows, run.run_dir)
     return results
+
+
+def _pair_loss(name: str, params: dict) -> ConfiguredLoss:
+    """The run's loss to score held-out pairs with; an unpaired loss (KTO) has no pair form, so
+    its pairs are scored by DPO's implicit reward with the run's β."""
+    if LOSSES[name].paired:
+        return make_loss(name, **params)
+    return make_loss("dpo", beta=params["beta"])
 
 
 def _header(run: RunFiles, options: EvalOptions) -> dict:
