@@ -10,7 +10,12 @@ from prefalign.data.conversation import Conversation
 from prefalign.data.sft_load import SftLoadOptions, load_conversations
 from prefalign.data.sft_tokenize import TokenizedConversation, tokenize_conversations
 from prefalign.data.template import TemplateMismatchError, render_prompt
-from prefalign.data.tokenize import IGNORE_INDEX, SequenceTooLongError, tokenize_pairs
+from prefalign.data.tokenize import (
+    IGNORE_INDEX,
+    SequenceTooLongError,
+    TruncationOptions,
+    tokenize_pairs,
+)
 from prefalign.data.types import Message, PreferencePair, Provenance
 from tiny import TINY_CHAT_TEMPLATE, TINY_DEFAULT_SYSTEM, build_tiny_tokenizer
 
@@ -49,7 +54,7 @@ def dpo_ids(tokenizer, conversation: Conversation, index: int) -> tuple[int, ...
     """DPO's prompt + chosen ids for assistant message `index` answered after the ones before."""
     messages = conversation.messages
     pair = PreferencePair(messages[:index], messages[index].content, "other", Provenance("t", 1))
-    (tokenized,) = tokenize_pairs([pair], tokenizer).pairs
+    (tokenized,) = tokenize_pairs([pair], tokenizer, TruncationOptions(max_length=4096)).pairs
     return tokenized.input_ids("chosen")
 
 

@@ -12,6 +12,7 @@ import pytest
 from prefalign.data.bundled import bundled_path
 from prefalign.data.template import TemplateMismatchError
 from prefalign.data.tokenize import (
+    DEFAULT_MAX_LENGTH,
     IGNORE_INDEX,
     SequenceTooLongError,
     TruncationOptions,
@@ -42,7 +43,7 @@ def prompt_len(tiny_tokenizer) -> int:
 
 
 def test_options_are_validated_naming_the_field():
-    assert TruncationOptions().prompt_limit == 512
+    assert TruncationOptions().prompt_limit == DEFAULT_MAX_LENGTH // 2
     assert TruncationOptions(max_length=100, max_prompt_length=10).prompt_limit == 10
     for bad in (0, 1, True, "8", 8.0):
         with pytest.raises(ValueError, match="^max_length: "):
@@ -179,7 +180,7 @@ def test_huge_response_is_capped_quickly_with_a_warning(tiny_tokenizer, prompt_l
     huge = words(1_300_000)
     assert len(huge) > 5_000_000
     started = time.perf_counter()
-    result = tokenize_pairs([make_pair(huge, words(4), "big")], tiny_tokenizer, TruncationOptions())
+    result = tokenize_pairs([make_pair(huge, words(4), "big")], tiny_tokenizer, TruncationOptions(max_length=1024))
     elapsed = time.perf_counter() - started
     (cut,) = result.pairs
     assert elapsed < 5  # measured ~0.05 s on 2 cores
@@ -195,7 +196,7 @@ def test_huge_response_is_capped_quickly_with_a_warning(tiny_tokenizer, prompt_l
 def test_huge_prompt_keeps_its_end(tiny_tokenizer):
     """A 5 MB user message is cut to the last 16,384 characters, then to 512 prompt tokens."""
     pair = make_pair("ok", "no", "big-prompt", user="start " + words(1_250_000) + " cat")
-    result = tokenize_pairs([pair], tiny_tokenizer, TruncationOptions())
+    result = tokenize_pairs([pair], tiny_tokenizer, TruncationOptions(max_length=1024))
     (cut,) = result.pairs
     assert len(cut.prompt_ids) == 512 and cut.prompt_truncated
     assert tiny_tokenizer.decode(cut.prompt_ids).endswith(
