@@ -142,11 +142,11 @@ def prefalign_overrides(setup: Setup, *, model_dir: Path, run_root: Path, data: 
 def planned_pairs(overrides: list[str]) -> tuple[Config, list[PreferencePair], list[TokenizedPair]]:
     """The pairs of every optimiser step, in order, exactly as prefalign's train() visits them."""
     from prefalign.data.tokenizer import load_tokenizer
-    from prefalign.trainers.dpo.data import (
+    from prefalign.trainers.dpo.data import prepare_splits
+    from prefalign.trainers.loop.batches import (
         epoch_permutation,
         global_batch_size,
         micro_batch_indices,
-        prepare_splits,
         steps_per_epoch,
     )
 
