@@ -17,10 +17,11 @@ a key or a server address:
   as manifest.json; the run is named run.name.
 
 A resumed run (one that restarts from a checkpoint) continues the same tracker runs, whose ids
-are kept in `run_dir/trackers.json`. The steps after the checkpoint are logged again: W&B keeps
-the values it received first for those steps, MLflow keeps both; metrics.jsonl and TensorBoard
-hold only the new ones. Offline, W&B writes each resumed part as its own offline-run directory
-with the same run id, and `wandb sync` uploads them into one run.
+are kept in `run_dir/trackers.json` (W&B: `resume="allow"` with the stored id; MLflow: the stored
+run id, set back to RUNNING). Steps logged after the checkpoint by the interrupted run are logged
+again: metrics.jsonl and TensorBoard drop the old values, MLflow keeps both in the metric's
+history, and W&B, which takes no step below the last it holds, keeps the first. Offline, W&B
+writes each resumed part as another offline-run directory with the same run id.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ class WandbTracker:
 
     def describe(self) -> dict[str, Any]:
         return {"id": self._run.id, "project": self._run.project,
-                "mode": "offline" if self._run.offline else "online"}
+                "mode": str(self._run.settings.mode)}  # online, offline or disabled
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
         self._run.log(dict(scalars), step=int(step))
