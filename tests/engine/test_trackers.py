@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from prefalign.config import ConfigError
-from prefalign.engine.logger import read_metrics
+from prefalign.engine.logger import MetricsLogger, read_metrics
 from prefalign.engine.manifest import read_manifest
 from prefalign.engine.trackers import TRACKERS_FILE, _without_credentials, flat_params
 from prefalign.trainers.dpo.train import train
@@ -183,3 +183,24 @@ def test_tracking_uri_loses_its_credentials():
     assert _without_credentials("https://me:secret@mlflow.example:5000/x") == \
         "https://mlflow.example:5000/x"
     assert _without_credentials("file:///tmp/mlruns") == "file:///tmp/mlruns"
+
+
+
+def test_a_failing_tracker_is_dropped_and_the_run_goes_on(tmp_path, offline):
+    """The MLflow store disappears mid-run (as a server can): a warning, and metrics.jsonl goes
+    on; closing the logger does not fail either."""
+    import shutil
+
+    from prefalign.config import config_from_dict
+    from prefalign.engine.trackers import open_trackers
+
+    config = config_from_dict({"train": {"report_to": ["mlflow"]}})
+    log = MetricsLogger(tmp_path, tensorboard=False,
+                        trackers=open_trackers(config, tmp_path, resumed=False))
+    log.log(1, {"loss": 0.5})
+    shutil.rmtree(offline["mlruns"])
+    with pytest.warns(UserWarning, match="mlflow failed in log"):
+        log.log(2, {"loss": 0.4})
+    log.log(3, {"loss": 0.3})  # no second warning: the tracker was dropped
+    log.close({"outcome": "completed"})
+    assert [line["step"] for line in read_metrics(tmp_path)] == [1, 2, 3]

@@ -82,13 +82,13 @@ class MetricsLogger:
         if self._writer is not None:
             for tag, value in scalars.items():
                 self._writer.add_scalar(tag, value, global_step=int(step))
-        for tracker in self._trackers:
-            tracker.log(int(step), scalars)
+        for tracker in list(self._trackers):
+            self._call(tracker, "log", int(step), scalars)
 
     def record_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Give the trackers the manifest as it stands (the run's start)."""
-        for tracker in self._trackers:
-            tracker.log_manifest(manifest)
+        for tracker in list(self._trackers):
+            self._call(tracker, "log_manifest", manifest)
 
     def close(self, manifest: Mapping[str, Any] | None = None) -> None:
         """Flush and close the files, give the trackers the final `manifest` (when there is one)
@@ -99,11 +99,23 @@ class MetricsLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        trackers, self._trackers = self._trackers, []
-        for tracker in trackers:
+        for tracker in list(self._trackers):
             if manifest is not None:
-                tracker.log_manifest(manifest)
-            tracker.close(None if manifest is None else manifest.get("outcome"))
+                self._call(tracker, "log_manifest", manifest)
+            self._call(tracker, "close", None if manifest is None else manifest.get("outcome"))
+        self._trackers = []
+
+    def _call(self, tracker: Tracker, method: str, *args: Any) -> None:
+        """A tracker that fails (a server gone, a disk full) is warned about and dropped: the run
+        goes on, and metrics.jsonl stays its complete record."""
+        try:
+            getattr(tracker, method)(*args)
+        except Exception as error:
+            if tracker in self._trackers:
+                self._trackers.remove(tracker)
+            warnings.warn(f"experiment tracker {tracker.name} failed in {method} "
+                          f"({type(error).__name__}: {error}); it gets nothing more from this "
+                          "run (metrics.jsonl has everything)", stacklevel=3)
 
     def __enter__(self) -> MetricsLogger:
         return self
