@@ -23,6 +23,7 @@ from prefalign.data.tokenize import DEFAULT_MAX_LENGTH
 Dtype = Literal["float32", "bfloat16"]
 Strategy = Literal["frozen_copy", "adapter_off", "precomputed", "none"]
 Schedule = Literal["linear", "cosine", "constant"]
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
 
 
 class _YamlLoader(yaml.SafeLoader):
@@ -197,7 +198,10 @@ class TrainSection:
     logps_chunk_size: response rows projected to the vocabulary at a time. logps_keep_mib: MiB
     of the projection's float32 softmax a training forward keeps for backward, which then skips
     recomputing those chunks' logits (0: recompute all). Each switch's effect and current
-    figures: docs/performance.md."""
+    figures: docs/performance.md.
+    report_to: where metrics go besides metrics.jsonl: tensorboard (events under the run
+    directory), wandb, mlflow (optional extras: `pip install 'prefalign[wandb]'`; settings from
+    their own environment variables, see engine/trackers.py); [] writes metrics.jsonl only."""
 
     batch_size: int = 4
     grad_accum: int = 1
@@ -221,6 +225,7 @@ class TrainSection:
     sparse_embedding_grad: bool = True
     fsdp: bool = False
     keep_freed_memory: bool | None = None
+    report_to: tuple[Tracker, ...] = ("tensorboard",)
 
 
 @dataclass(frozen=True)

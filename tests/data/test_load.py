@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -129,9 +128,6 @@ def test_bad_options_are_refused():
 
 
 @pytest.mark.skipif(not REAL.is_file(), reason="real hh-rlhf test split not present")
-def test_real_hh_file_loads_quickly():
-    """Measured about 0.2 s on the 2-core dev machine; the bound only catches a gross regression."""
-    start = time.perf_counter()
+def test_real_hh_file_loads():
     result = load_pairs(REAL, LoadOptions(on_error="skip"))
-    assert time.perf_counter() - start < 5.0
     assert len(result.pairs) == 2308

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 
 import pytest
 
@@ -48,11 +47,8 @@ def test_second_load_comes_from_the_cache_directory(tiny_gguf, tmp_path):
     # Only a load from the cache can see this edit of the cached template.
     template_file = entry / "chat_template.jinja"
     template_file.write_text("{# from-cache #}" + template_file.read_text())
-    started = time.perf_counter()
     again = load_tokenizer(tiny_gguf, cache_dir=cache)
-    elapsed = time.perf_counter() - started
     assert again.chat_template.startswith("{# from-cache #}")
-    assert elapsed < 5  # measured ~0.05 s; the bound only guards against a silent re-conversion
 
 
 def test_cache_writer_that_loses_the_race_leaves_the_winner_in_place(tmp_path, caplog):

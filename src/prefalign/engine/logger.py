@@ -4,7 +4,8 @@ A line is {"step": int, "time": unix seconds, "split": "train" | "eval" | ..., m
 NaN and infinite values are written as the strings "nan", "inf", "-inf" (strict JSON).
 On resume the lines after the checkpoint's step are dropped first, so a resumed run's file holds
 each step once; TensorBoard is told to purge those steps too. Without the `tensorboard` package
-the logger warns once and writes JSONL only.
+the logger warns once and writes JSONL only. The same scalars, tagged as in TensorBoard, go to
+any experiment trackers it is given (engine/trackers.py: W&B, MLflow), with the manifest.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from prefalign.atomic import atomic_open
+
+if TYPE_CHECKING:
+    from prefalign.engine.trackers import Tracker
 
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
@@ -29,7 +33,9 @@ class MetricsLogger:
     """Append-only metrics log for one run; with `enabled=False` (non-main processes) a no-op.
 
     `resume_step=None` starts a fresh file (an earlier metrics.jsonl is replaced); an int keeps
-    the lines with step <= resume_step and appends after them.
+    the lines with step <= resume_step and appends after them. `trackers` (opened by the caller)
+    receive every numeric metric, the manifests given to `record_manifest` and `close`, and are
+    finished by `close`.
     """
 
     def __init__(
@@ -39,11 +45,13 @@ class MetricsLogger:
         resume_step: int | None = None,
         enabled: bool = True,
         tensorboard: bool = True,
+        trackers: Sequence[Tracker] = (),
     ):
         self.path = Path(run_dir) / METRICS
         self.enabled = enabled
         self._file: IO[str] | None = None
         self._writer: Any = None
+        self._trackers: list[Tracker] = list(trackers) if enabled else []
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,20 +78,44 @@ class MetricsLogger:
                 **{name: _json_value(value) for name, value in values.items()}}
         self._file.write(json.dumps(line) + "\n")
         self._file.flush()  # a crash loses at most the line being written
+        scalars = tagged_scalars(values, split)
         if self._writer is not None:
-            for name, value in values.items():
-                if isinstance(value, int | float):  # NaN and inf included: TensorBoard shows them
-                    tag = name if "/" in name else f"{split}/{name}"
-                    self._writer.add_scalar(tag, value, global_step=int(step))
+            for tag, value in scalars.items():
+                self._writer.add_scalar(tag, value, global_step=int(step))
+        for tracker in list(self._trackers):
+            self._call(tracker, "log", int(step), scalars)
 
-    def close(self) -> None:
-        """Flush and close the files; safe to call twice."""
+    def record_manifest(self, manifest: Mapping[str, Any]) -> None:
+        """Give the trackers the manifest as it stands (the run's start)."""
+        for tracker in list(self._trackers):
+            self._call(tracker, "log_manifest", manifest)
+
+    def close(self, manifest: Mapping[str, Any] | None = None) -> None:
+        """Flush and close the files, give the trackers the final `manifest` (when there is one)
+        and finish them with its outcome; safe to call twice."""
         if self._file is not None:
             self._file.close()
             self._file = None
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        for tracker in list(self._trackers):
+            if manifest is not None:
+                self._call(tracker, "log_manifest", manifest)
+            self._call(tracker, "close", None if manifest is None else manifest.get("outcome"))
+        self._trackers = []
+
+    def _call(self, tracker: Tracker, method: str, *args: Any) -> None:
+        """A tracker that fails (a server gone, a disk full) is warned about and dropped: the run
+        goes on, and metrics.jsonl stays its complete record."""
+        try:
+            getattr(tracker, method)(*args)
+        except Exception as error:
+            if tracker in self._trackers:
+                self._trackers.remove(tracker)
+            warnings.warn(f"experiment tracker {tracker.name} failed in {method} "
+                          f"({type(error).__name__}: {error}); it gets nothing more from this "
+                          "run (metrics.jsonl has everything)", stacklevel=3)
 
     def __enter__(self) -> MetricsLogger:
         return self
@@ -120,6 +152,13 @@ def _parsed_lines(path: Path) -> list[tuple[str, dict]]:
             if isinstance(record, dict) and isinstance(record.get("step"), int):
                 lines.append((text if text.endswith("\n") else text + "\n", record))
     return lines
+
+
+def tagged_scalars(values: Mapping[str, Any], split: str) -> dict[str, float]:
+    """The numeric metrics as TensorBoard tags: "split/name", or the name when it has a "/"
+    already; NaN and inf are kept (TensorBoard and the trackers show them)."""
+    return {name if "/" in name else f"{split}/{name}": value
+            for name, value in values.items() if isinstance(value, int | float)}
 
 
 def _plain(value: Any) -> Any:

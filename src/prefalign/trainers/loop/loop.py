@@ -233,12 +233,13 @@ def _fail(run: Run, position: Position, progress: Progress, error: NonFiniteLoss
 def _abort(run: Run, progress: Progress, error: BaseException) -> None:
     """Record an interruption or crash in the manifest; the caller re-raises."""
     progress.close()
-    if run.logger is not None:
-        run.logger.close()
+    manifest = None
     if run.is_main:
         kind = "interrupted" if isinstance(error, KeyboardInterrupt) else \
             f"failed: {type(error).__name__}: {error}"
-        finish_manifest(run.run_dir, kind)
+        manifest = finish_manifest(run.run_dir, kind)
+    if run.logger is not None:  # after the manifest: the trackers get its final state
+        run.logger.close(manifest)
     _release(run)
 
 
@@ -248,13 +249,15 @@ def _release(run: Run) -> None:
 
 
 def _close(run: Run, position: Position, result: RunResult, **fields: object) -> None:
-    if run.logger is not None:
-        run.logger.close()
-    if not run.is_main:
-        return
-    finish_manifest(run.run_dir, result.outcome, steps=result.steps,
-                    skipped_steps=position.skipped_steps, final_eval=result.final_eval,
-                    early_stopping={"metric": run.stopping.metric, **run.stopping.state()},
-                    health=position.health_events, **fields)
+    manifest = None
+    if run.is_main:
+        manifest = finish_manifest(
+            run.run_dir, result.outcome, steps=result.steps,
+            skipped_steps=position.skipped_steps, final_eval=result.final_eval,
+            early_stopping={"metric": run.stopping.metric, **run.stopping.state()},
+            health=position.health_events, **fields)
+    if run.logger is not None:  # after the manifest: the trackers get its final state
+        run.logger.close(manifest)
     _release(run)
-    print(format_summary(result.outcome, result.steps, result.final_eval, result.best_step))
+    if run.is_main:
+        print(format_summary(result.outcome, result.steps, result.final_eval, result.best_step))

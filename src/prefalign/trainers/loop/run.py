@@ -22,6 +22,7 @@ from prefalign.engine.forward.scorer import sparse_tied_embedding_grad
 from prefalign.engine.logger import MetricsLogger
 from prefalign.engine.manifest import MANIFEST, start_manifest
 from prefalign.engine.models.load import LoadedModel, load_model
+from prefalign.engine.trackers import check_trackers, open_trackers
 from prefalign.trainers.loop.batches import (
     epoch_permutation,
     global_batch_size,
@@ -124,6 +125,7 @@ def check_run_config(config: Config) -> None:
         onednn.resolve(train.cpu_matmul)
     except ValueError as error:
         raise ConfigError(f"train.{error}") from None
+    check_trackers(train.report_to)
     if train.early_stopping_patience:
         metric_key(train.early_stopping_metric)
         if not config.data.eval or not train.eval_every:
@@ -302,9 +304,15 @@ def _restore(run: Run, checkpoint: Path, fresh: Position) -> Position:
 def open_records(run: Run, position: Position) -> None:
     """The metrics logger and manifest (main process); call after the resume point is known."""
     resume_step = position.global_step if run.resumed_from is not None else None
-    run.logger = MetricsLogger(run.run_dir, resume_step=resume_step, enabled=run.is_main)
+    trackers = open_trackers(run.config, run.run_dir, resumed=resume_step is not None) \
+        if run.is_main else []
+    run.logger = MetricsLogger(run.run_dir, resume_step=resume_step, enabled=run.is_main,
+                               tensorboard="tensorboard" in run.config.train.report_to,
+                               trackers=trackers)
     if run.is_main:
-        start_manifest(run.run_dir, run.config, resume_step=resume_step, **manifest_sections(run))
+        run.logger.record_manifest(start_manifest(
+            run.run_dir, run.config, resume_step=resume_step, **manifest_sections(run),
+            trackers={tracker.name: tracker.describe() for tracker in trackers}))
 
 
 def manifest_sections(run: Run) -> dict[str, Any]:
