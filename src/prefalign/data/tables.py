@@ -111,7 +111,7 @@ def iter_csv(path: Path) -> Iterator[RawRecord]:
     try:
         with open_bytes(path) as raw:
             text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
-            reader = csv.reader(text)
+            reader = csv.reader(text, strict=True)  # a stray quote is an error, not a guess
             header: list[str] | None = None
             for cells in reader:
                 start, line = line + 1, reader.line_num
