@@ -9,7 +9,8 @@ chosen == rejected, 5% reused prompts) into a JSONL file, then runs `validate` a
 it as the CLI does, each in its own child process, and prints a table of wall seconds, CPU seconds
 (user + system: steadier than wall time on a shared machine) and the child's peak resident
 memory (ru_maxrss from os.wait4). `--tokenizer` adds `audit --tokenizer
-MODEL --max-length 512` (token counts through the chat template).
+MODEL --max-length 512` (token counts through the chat template; the tokenizer cache is warmed
+first, so its GGUF conversion is not timed).
 
 `--stages` times each stage of validate + audit in this process on one file (default: the
 2,312-pair hh-rlhf harmless test split) with the SmolLM2 tokenizer, cold and warm.
@@ -96,10 +97,15 @@ def sizes_table(args: argparse.Namespace) -> int:
     commands = {"validate": ["validate"], "audit": ["audit"]}
     if args.tokenizer:
         commands["audit+tok"] = ["audit", "--tokenizer", args.tokenizer, "--max-length", "512"]
+    if args.only:
+        commands = {name: commands[name] for name in args.only.split(",")}
     columns = "".join(f" {n + ' s':>12} {'cpu s':>7} {'peak MiB':>9}" for n in commands)
     print(f"{'pairs':>9} {'file MB':>8}{columns}")
     with tempfile.TemporaryDirectory(prefix="prefalign-bench-", dir=args.workdir) as tmp:
         os.environ.setdefault("PREFALIGN_CACHE", str(Path(tmp) / "cache"))
+        if args.tokenizer:  # convert the GGUF once, so every timed run loads from the cache
+            warm = f"from prefalign.data.tokenizer import load_tokenizer; load_tokenizer({args.tokenizer!r})"
+            subprocess.run([sys.executable, "-c", warm], check=True)
         for size in map(parse_size, args.sizes.split(",")):
             path = Path(tmp) / f"pairs-{size}.jsonl"
             generate(path, size)
@@ -155,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10k,100k,1M", help="comma-separated pair counts")
     parser.add_argument("--tokenizer", default=None, metavar="MODEL",
                         help="also time audit with token lengths from this tokenizer")
+    parser.add_argument("--only", default=None, metavar="NAMES",
+                        help="comma-separated columns to run (validate, audit, audit+tok)")
     parser.add_argument("--workdir", default=None, help="where the generated files go (default: /tmp)")
     parser.add_argument("--stages", nargs="?", const=HH_TEST, type=Path, default=None, metavar="PATH",
                         help="time each stage on one file instead (default: the hh-rlhf test split)")

@@ -84,9 +84,11 @@ class PairStream:
     """The kept pairs of every source, in order, read once; `summary` after the last one.
 
     Load semantics (the default): with on_error="raise" the iteration ends by raising DataError
-    listing every defect; with "skip" invalid records are left out, written to `rejects_path`
-    (atomically, once everything is read) and counted in a warning. `validate_only`: never
-    raise, write nothing. `keep_dropped` keeps the dropped pairs (for `load_pairs`).
+    listing every defect, so pairs handed over before it are provisional: commit nothing until
+    the stream ends (`data convert` writes to a temp file that the error removes). With "skip"
+    invalid records are left out, written to `rejects_path` (atomically, once everything is
+    read) and counted in a warning. `validate_only`: never raise, write nothing.
+    `keep_dropped` keeps the dropped pairs (for `load_pairs`).
     """
 
     def __init__(self, sources: Any, options: LoadOptions, rejects_path: Path | None = None, *,
