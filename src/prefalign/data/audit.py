@@ -3,52 +3,48 @@ truncation impact and prompt leakage into evaluation files.
 
 All numbers come back in one `AuditReport` (`to_dict()` for JSON, `format_audit()` for a
 terminal table). A flag is raised when a check finds something a user should act on.
+`AuditCollector` gathers the numbers from pairs as they stream by (see `stream_pairs`), keeping
+only lengths and prompt hashes; `audit()` runs it over pairs already loaded.
 """
 
 from __future__ import annotations
 
-import statistics
+from array import array
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING
 
+import numpy as np
+
+from prefalign.data.audit_stats import (
+    Leakage,
+    LengthBias,
+    TruncationImpact,
+    key_hash,
+    leakage,
+    leakage_against,
+    length_bias,
+    prompt_key,
+    repeated_prompts,
+    truncation_impact,
+)
 from prefalign.data.load import LoadResult
+from prefalign.data.scan import ScanSummary
 from prefalign.data.types import PreferencePair
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+__all__ = ["AuditCollector", "AuditReport", "LengthBias", "Leakage", "TruncationImpact", "audit",
+           "format_audit", "leakage", "length_bias", "prompt_key", "truncation_impact"]
 
 # A rule that only looks at length ("prefer the longer" or "prefer the shorter") scoring this
 # well is a shortcut a model can learn instead of the preference (seed 004: the verbosity trap).
 LENGTH_ONLY_ACCURACY_FLAG = 0.55
-
-
-@dataclass(frozen=True)
-class LengthBias:
-    unit: str  # "tokens" or "characters"
-    pairs: int
-    frac_chosen_longer: float
-    frac_chosen_shorter: float
-    frac_equal: float
-    mean_difference: float  # chosen - rejected
-    median_difference: float
-    cohens_d: float  # (mean_c - mean_r) / pooled sd, sd with ddof=1
-    length_only_accuracy: float  # best of "prefer longer" / "prefer shorter", ties count half
-    length_only_rule: str
-
-
-@dataclass(frozen=True)
-class TruncationImpact:
-    max_length: int
-    max_prompt_length: int
-    over_length: int  # pairs that need any truncation; dropped under on_overflow=drop
-    prompt_truncated: int
-    response_truncated: int  # pairs that lose response tokens under on_overflow=truncate
-
-
-@dataclass(frozen=True)
-class Leakage:
-    eval_prompts: int
-    leaked_pairs: int  # training pairs whose prompt is also an eval prompt
-    leaked_prompts: int  # distinct such prompts
-    examples: tuple[str, ...]
+# Pairs per call of the tokenizer: large enough for its batch encoding to pay off, small
+# enough that the rendered texts and encodings of one batch stay a few megabytes.
+TOKENIZE_BATCH = 1024
 
 
 @dataclass(frozen=True)
@@ -73,57 +69,102 @@ class AuditReport:
         return asdict(self)
 
 
-def length_bias(chosen_lengths: Sequence[int], rejected_lengths: Sequence[int], unit: str) -> LengthBias:
-    """Length statistics of chosen against rejected responses (equal-length sequences, n >= 1)."""
-    n = len(chosen_lengths)
-    diffs = [c - r for c, r in zip(chosen_lengths, rejected_lengths, strict=True)]
-    longer = sum(d > 0 for d in diffs) / n
-    shorter = sum(d < 0 for d in diffs) / n
-    equal = 1.0 - longer - shorter
-    rule, best = ("prefer longer", longer) if longer >= shorter else ("prefer shorter", shorter)
-    return LengthBias(
-        unit=unit, pairs=n, frac_chosen_longer=longer, frac_chosen_shorter=shorter,
-        frac_equal=equal, mean_difference=statistics.fmean(diffs),
-        median_difference=float(statistics.median(diffs)),
-        cohens_d=_cohens_d(chosen_lengths, rejected_lengths),
-        length_only_accuracy=best + equal / 2, length_only_rule=rule,
+class AuditCollector:
+    """The audit's numbers, gathered one pair at a time.
+
+    Per pair it keeps three lengths and a prompt hash. With a tokenizer the lengths are token
+    counts (through the chat template, in batches of TOKENIZE_BATCH pairs); pairs added with
+    their own `lengths` count in tokens too; otherwise lengths are characters.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase | None = None, *,
+                 batch_pairs: int = TOKENIZE_BATCH, token_lengths: bool | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.batch_pairs = batch_pairs
+        self.in_tokens = tokenizer is not None if token_lengths is None else token_lengths
+        self.pairs = 0
+        self.by_source: Counter[str] = Counter()
+        self.prompt_hashes = array("Q")
+        self.lengths = (array("i"), array("i"), array("i"))  # prompt, chosen, rejected
+        self._pending: list[PreferencePair] = []
+
+    def add(self, pair: PreferencePair, lengths: tuple[int, int, int] | None = None) -> None:
+        self.pairs += 1
+        self.by_source[pair.provenance.source] += 1
+        self.prompt_hashes.append(key_hash(prompt_key(pair)))
+        if lengths is not None:
+            self._append_lengths([lengths])
+        elif self.tokenizer is not None:
+            self._pending.append(pair)
+            if len(self._pending) >= self.batch_pairs:
+                self._tokenize_pending()
+        else:
+            self._append_lengths([(0, len(pair.chosen), len(pair.rejected))])
+
+    def _append_lengths(self, rows: Iterable[tuple[int, int, int]]) -> None:
+        for row in rows:
+            for column, value in zip(self.lengths, row, strict=True):
+                column.append(value)
+
+    def _tokenize_pending(self) -> None:
+        from prefalign.data.tokenize import token_lengths
+
+        if self._pending:
+            self._append_lengths(token_lengths(self._pending, self.tokenizer))
+            self._pending = []
+
+    def report(self, summary: ScanSummary, fingerprint: str, *, max_length: int | None = None,
+               max_prompt_length: int | None = None,
+               eval_pairs: Iterable[PreferencePair] | None = None) -> AuditReport:
+        """The report; `eval_pairs` (read now, after the training pairs) for the leakage check."""
+        self._tokenize_pending()
+        prompt, chosen, rejected = (np.frombuffer(c, dtype=np.int32) for c in self.lengths)
+        bias = None
+        if self.pairs:
+            bias = length_bias(chosen, rejected, "tokens" if self.in_tokens else "characters")
+        trunc = None
+        if self.in_tokens and max_length is not None:
+            table = np.stack([prompt, chosen, rejected], axis=1)
+            trunc = truncation_impact(table, max_length, max_prompt_length or max_length // 2)
+        hashes = np.frombuffer(self.prompt_hashes, dtype=np.uint64)
+        report = AuditReport(
+            pairs=self.pairs, records_read=summary.records_read,
+            records_rejected=summary.records_rejected, defects=len(summary.defects),
+            empty_response_defects=sum("empty" in d.message for d in summary.defects),
+            pairs_by_source=dict(self.by_source), format_by_source=dict(summary.format_by_source),
+            duplicate_records_dropped=summary.duplicates_dropped,
+            identical_pairs_dropped=summary.identical_dropped,
+            repeated_prompts=repeated_prompts(hashes), length_bias=bias, truncation=trunc,
+            leakage=leakage_against(hashes, eval_pairs) if eval_pairs is not None else None,
+            fingerprint=fingerprint,
+        )
+        return replace(report, flags=_flags(report))
+
+
+def audit(
+    loaded: LoadResult,
+    fingerprint: str,
+    *,
+    lengths: Sequence[tuple[int, int, int]] | None = None,
+    max_length: int | None = None,
+    max_prompt_length: int | None = None,
+    eval_pairs: Sequence[PreferencePair] | None = None,
+) -> AuditReport:
+    """Audit loaded pairs. `lengths` are per-pair (prompt, chosen, rejected) token counts from
+    `prefalign.data.tokenize.token_lengths`; without them lengths are in characters and the
+    truncation check is skipped."""
+    collector = AuditCollector(token_lengths=lengths is not None)
+    per_pair = lengths if lengths is not None else [None] * len(loaded.pairs)
+    for pair, counts in zip(loaded.pairs, per_pair, strict=True):
+        collector.add(pair, counts)
+    summary = ScanSummary(
+        defects=loaded.defects, format_by_source=loaded.format_by_source,
+        records_read=loaded.records_read, records_rejected=loaded.records_rejected,
+        pairs_kept=len(loaded.pairs), identical_dropped=len(loaded.dropped_identical),
+        duplicates_dropped=len(loaded.dropped_duplicates), warnings=loaded.warnings,
     )
-
-
-def _cohens_d(a: Sequence[int], b: Sequence[int]) -> float:
-    if len(a) < 2:
-        return 0.0
-    pooled = ((statistics.variance(a) + statistics.variance(b)) / 2) ** 0.5
-    return 0.0 if pooled == 0 else (statistics.fmean(a) - statistics.fmean(b)) / pooled
-
-
-def truncation_impact(
-    lengths: Sequence[tuple[int, int, int]], max_length: int, max_prompt_length: int
-) -> TruncationImpact:
-    """Counts under the truncation policy: keep the end of the prompt (down to
-    max_prompt_length), then cut responses to fit max_length. lengths: (prompt, chosen, rejected)."""
-    over = prompt_cut = response_cut = 0
-    for prompt, chosen, rejected in lengths:
-        if prompt + max(chosen, rejected) <= max_length:
-            continue
-        over += 1
-        kept_prompt = min(prompt, max_prompt_length)
-        prompt_cut += kept_prompt < prompt
-        response_cut += kept_prompt + max(chosen, rejected) > max_length
-    return TruncationImpact(max_length, max_prompt_length, over, prompt_cut, response_cut)
-
-
-def prompt_key(pair: PreferencePair) -> str:
-    """Whitespace- and case-normalised text of the prompt's non-system messages."""
-    turns = (f"{m.role}: {' '.join(m.content.split()).lower()}" for m in pair.prompt if m.role != "system")
-    return "\n".join(turns)
-
-
-def leakage(train: Sequence[PreferencePair], evaluation: Sequence[PreferencePair]) -> Leakage:
-    eval_keys = {prompt_key(p) for p in evaluation}
-    leaked = [p for p in train if prompt_key(p) in eval_keys]
-    distinct = sorted({prompt_key(p) for p in leaked})
-    return Leakage(len(eval_keys), len(leaked), len(distinct), tuple(k[:120] for k in distinct[:5]))
+    return collector.report(summary, fingerprint, max_length=max_length,
+                            max_prompt_length=max_prompt_length, eval_pairs=eval_pairs)
 
 
 def _flags(report: AuditReport) -> tuple[str, ...]:
@@ -143,44 +184,6 @@ def _flags(report: AuditReport) -> tuple[str, ...]:
     if report.leakage and report.leakage.leaked_pairs:
         flags.append(f"leakage: {report.leakage.leaked_pairs} training pair(s) share a prompt with the eval set")
     return tuple(flags)
-
-
-def audit(
-    loaded: LoadResult,
-    fingerprint: str,
-    *,
-    lengths: Sequence[tuple[int, int, int]] | None = None,
-    max_length: int | None = None,
-    max_prompt_length: int | None = None,
-    eval_pairs: Sequence[PreferencePair] | None = None,
-) -> AuditReport:
-    """Audit loaded pairs. `lengths` are per-pair (prompt, chosen, rejected) token counts from
-    `prefalign.data.tokenize.token_lengths`; without them lengths are in characters and the
-    truncation check is skipped."""
-    pairs = loaded.pairs
-    bias = None
-    if pairs and lengths is not None:
-        bias = length_bias([c for _, c, _ in lengths], [r for _, _, r in lengths], "tokens")
-    elif pairs:
-        bias = length_bias([len(p.chosen) for p in pairs], [len(p.rejected) for p in pairs], "characters")
-    trunc = None
-    if lengths is not None and max_length is not None:
-        trunc = truncation_impact(lengths, max_length, max_prompt_length or max_length // 2)
-    prompt_counts = Counter(prompt_key(p) for p in pairs)
-    report = AuditReport(
-        pairs=len(pairs), records_read=loaded.records_read, records_rejected=loaded.records_rejected,
-        defects=len(loaded.defects),
-        empty_response_defects=sum("empty" in d.message for d in loaded.defects),
-        pairs_by_source=dict(Counter(p.provenance.source for p in pairs)),
-        format_by_source=dict(loaded.format_by_source),
-        duplicate_records_dropped=len(loaded.dropped_duplicates),
-        identical_pairs_dropped=len(loaded.dropped_identical),
-        repeated_prompts=sum(1 for c in prompt_counts.values() if c > 1),
-        length_bias=bias, truncation=trunc,
-        leakage=leakage(pairs, eval_pairs) if eval_pairs is not None else None,
-        fingerprint=fingerprint,
-    )
-    return replace(report, flags=_flags(report))
 
 
 def format_audit(report: AuditReport) -> str:

@@ -20,13 +20,26 @@ def _canonical(obj: object) -> bytes:
     return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode("utf-8")
 
 
+class PairFingerprint:
+    """The fingerprint built one pair at a time, for pairs that stream by."""
+
+    def __init__(self, options: Mapping[str, object] | None = None) -> None:
+        self._digest = hashlib.sha256()
+        self._digest.update(_canonical({"version": FINGERPRINT_VERSION, "options": dict(options or {})}))
+
+    def add(self, pair: PreferencePair) -> None:
+        prompt = [[m.role, m.content] for m in pair.prompt]
+        self._digest.update(b"\n" + _canonical([prompt, pair.chosen, pair.rejected]))
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
 def fingerprint_pairs(
     pairs: Iterable[PreferencePair], options: Mapping[str, object] | None = None
 ) -> str:
     """Hex sha256 over (version, options, every pair's prompt messages, chosen, rejected) in order."""
-    digest = hashlib.sha256()
-    digest.update(_canonical({"version": FINGERPRINT_VERSION, "options": dict(options or {})}))
+    fingerprint = PairFingerprint(options)
     for pair in pairs:
-        prompt = [[m.role, m.content] for m in pair.prompt]
-        digest.update(b"\n" + _canonical([prompt, pair.chosen, pair.rejected]))
-    return digest.hexdigest()
+        fingerprint.add(pair)
+    return fingerprint.hexdigest()

@@ -1,4 +1,5 @@
-"""Reading raw records from JSONL / JSON-array files (optionally gzipped), lists of dicts and Datasets.
+"""Reading raw records from JSONL / JSON-array files (optionally gzipped), Parquet and CSV files,
+`datasets.save_to_disk` folders, lists of dicts and Datasets (the tabular ones: `tables.py`).
 
 Every record comes back with its location; a record that cannot be read (invalid UTF-8, not
 JSON, not an object) comes back as a defect instead of stopping the reading, so that one pass
@@ -22,15 +23,17 @@ from prefalign.data.types import Defect
 BOM = b"\xef\xbb\xbf"
 LIST_SOURCE = "<list>"
 DATASET_SOURCE = "<dataset>"
-_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
 
 
 @dataclass(frozen=True)
 class RawRecord:
     """One record as read: its data, or the defect that kept it from being read.
 
-    `line` is 1-based for JSONL files and the 0-based element index for JSON arrays, lists and
-    Datasets. `raw_text` keeps the undecodable text of a defective line (for the rejects file).
+    `line` is the 1-based line for JSONL files, the 1-based line a row starts on for CSV files
+    (the header is line 1), the 1-based row for Parquet files and saved datasets, and the 0-based
+    element index for JSON arrays, lists and in-memory Datasets. `raw_text` keeps the
+    undecodable text of a defective line (for the rejects file).
     """
 
     source: str
@@ -57,13 +60,16 @@ def is_dataset(source: object) -> bool:
 
 
 def iter_records(source: str | os.PathLike[str] | list[Mapping] | Any) -> Iterator[RawRecord]:
-    """Every record of a path (.jsonl, .json array, either gzipped), a list of dicts or a Dataset."""
+    """Every record of a path (.jsonl, .json, either gzipped; .parquet; .csv, .csv.gz; a folder
+    written by `Dataset.save_to_disk`), a list of dicts or a Dataset."""
     if isinstance(source, str | os.PathLike):
-        yield from _iter_file(Path(source))
+        yield from _iter_path(check_readable(Path(source)))
     elif isinstance(source, list | tuple):
         yield from _iter_objects(source, LIST_SOURCE)
     elif is_dataset(source):
-        yield from _iter_objects(source, DATASET_SOURCE)
+        from prefalign.data.tables import iter_dataset
+
+        yield from iter_dataset(source, DATASET_SOURCE, first_row=0)
     else:
         raise TypeError(
             f"cannot read preference records from {type(source).__name__}; pass a path, "
@@ -73,30 +79,58 @@ def iter_records(source: str | os.PathLike[str] | list[Mapping] | Any) -> Iterat
 
 def _iter_objects(rows: Iterable[object], name: str) -> Iterator[RawRecord]:
     for index, row in enumerate(rows):
-        yield _as_record(name, index, row, None)
+        yield as_record(name, index, row, None)
 
 
-def _as_record(source: str, line: int, value: object, raw_text: str | None) -> RawRecord:
+def as_record(source: str, line: int, value: object, raw_text: str | None) -> RawRecord:
+    """The record for a value read at `line`; a defect unless it is a mapping."""
     if isinstance(value, Mapping):
         return RawRecord(source, line, dict(value))
     message = f"expected a JSON object, got {json_type(value)}"
     return RawRecord(source, line, None, Defect(source, line, "<record>", message), raw_text)
 
 
-def _iter_file(path: Path) -> Iterator[RawRecord]:
+def check_readable(path: Path) -> Path:
+    """The path, if it is a file or a folder (checked, when read, to be a saved dataset)."""
     if not path.exists():
         raise FileNotFoundError(f"no such preference data file: {path}")
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise FileNotFoundError(f"not a file: {path}")
+    return path
+
+
+def _iter_path(path: Path) -> Iterator[RawRecord]:
+    # pyarrow and datasets load only for the inputs that need them.
+    if path.is_dir():
+        from prefalign.data.tables import iter_saved_dataset
+
+        yield from iter_saved_dataset(path)
+    elif path.name.endswith(".parquet"):
+        from prefalign.data.tables import iter_parquet
+
+        yield from iter_parquet(path)
+    elif path.name.endswith((".csv", ".csv.gz")):
+        from prefalign.data.tables import iter_csv
+
+        yield from iter_csv(path)
+    else:
+        yield from _iter_file(path)
+
+
+def open_bytes(path: Path) -> IO[bytes]:
+    """The file's bytes, decompressed on the fly for a `.gz` name."""
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _iter_file(path: Path) -> Iterator[RawRecord]:
     name = str(path)
     last_line = 0
-    opener = gzip.open if path.name.endswith(".gz") else open
     try:
-        with opener(path, "rb") as handle:
+        with open_bytes(path) as handle:
             for record in _iter_handle(name, path.name.removesuffix(".gz"), handle):
                 last_line = record.line
                 yield record
-    except _GZIP_ERRORS as error:
+    except GZIP_ERRORS as error:
         # A truncated or corrupt archive: report where reading stopped, keep what was read.
         message = f"cannot decompress gzip data after line {last_line}: {error}"
         yield RawRecord(name, last_line + 1, None, Defect(name, last_line + 1, "<file>", message))
@@ -135,7 +169,7 @@ def _iter_lines(name: str, lines: Iterable[bytes]) -> Iterator[RawRecord]:
             message = f"not valid JSON: {error.msg} (column {error.colno})"
             yield RawRecord(name, number, None, Defect(name, number, "<line>", message), text)
             continue
-        yield _as_record(name, number, value, text)
+        yield as_record(name, number, value, text)
 
 
 def _iter_array(name: str, payload: bytes) -> Iterator[RawRecord]:
@@ -158,4 +192,4 @@ def _iter_array(name: str, payload: bytes) -> Iterator[RawRecord]:
         return
     for index, element in enumerate(value):
         raw = None if isinstance(element, Mapping) else json.dumps(element, ensure_ascii=False)
-        yield _as_record(name, index, element, raw)
+        yield as_record(name, index, element, raw)

@@ -3,6 +3,8 @@
 Every source is read to the end before anything is decided, so an error lists every defect of
 every file. Pairs whose chosen equals rejected and exact duplicates are dropped with a warning.
 Warnings are returned in `LoadResult.warnings`, not logged: the caller (CLI, trainer) shows them.
+`load_pairs` and `validate` hold every pair in memory; `stream_pairs` hands them over one at a
+time (same checks, same messages) for inputs too large to hold.
 """
 
 from __future__ import annotations
@@ -12,18 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from prefalign.data.formats import FORMATS, FormatDetectionError, ParseOptions, detect_format
-from prefalign.data.io import (
-    DATASET_SOURCE,
-    LIST_SOURCE,
-    RawRecord,
-    is_dataset,
-    iter_records,
-)
-from prefalign.data.types import DataError, Defect, PreferencePair, Provenance
-from prefalign.data.writers import write_jsonl_atomic
+from prefalign.data.formats import FORMATS, ParseOptions
+from prefalign.data.scan import PairStream, ScanSummary
+from prefalign.data.types import Defect, PreferencePair
 
 Source = str | os.PathLike[str]
+
+__all__ = ["LoadOptions", "LoadResult", "PairStream", "ScanSummary", "load_pairs", "stream_pairs",
+           "validate"]
 
 
 @dataclass(frozen=True)
@@ -69,171 +67,40 @@ class LoadResult:
                 f"{len(self.dropped_duplicates)} duplicate pair(s) dropped")
 
 
-@dataclass
-class _Checked:
-    """One source after parsing: pairs from valid records, rejected records with their defects."""
-
-    name: str
-    format: str
-    records: int = 0
-    pairs: list[PreferencePair] = field(default_factory=list)
-    rejected: list[tuple[RawRecord, list[Defect]]] = field(default_factory=list)
-    pairless: list[RawRecord] = field(default_factory=list)
-    source_defects: list[Defect] = field(default_factory=list)
-
-
 def load_pairs(
     sources: Source | list[Source] | list[dict] | Any,
     options: LoadOptions = LoadOptions(),
     rejects_path: Path | None = None,
 ) -> LoadResult:
     """Pairs from one or more sources; with on_error="raise" any defect raises DataError (all listed)."""
-    checked = [_check_source(source, options) for source in _as_sources(sources)]
-    result = _result(checked, options)
-    if result.defects and options.on_error == "raise":
-        raise DataError(result.defects, summary=(
-            f"{len(result.defects)} defect(s) in {result.records_rejected} of "
-            f"{result.records_read} record(s); nothing loaded (fix them, or leave invalid "
-            "records out with on_error='skip' / --on-error skip)"))
-    if options.on_error == "skip":
-        _report_skipped(checked, result, rejects_path)
-    return result
+    return _collect(PairStream(sources, options, rejects_path, keep_dropped=True))
 
 
 def validate(
     sources: Source | list[Source] | list[dict] | Any, options: LoadOptions = LoadOptions()
 ) -> LoadResult:
     """Check every record of every source; never raises for data defects, returns them all."""
-    return _result([_check_source(source, options) for source in _as_sources(sources)], options)
+    return _collect(PairStream(sources, options, validate_only=True, keep_dropped=True))
 
 
-def _as_sources(sources: object) -> list[object]:
-    if isinstance(sources, str | os.PathLike) or is_dataset(sources):
-        return [sources]
-    if isinstance(sources, list | tuple):
-        if sources and all(isinstance(s, str | os.PathLike) for s in sources):
-            return list(sources)
-        if all(not isinstance(s, str | os.PathLike) for s in sources):
-            return [list(sources)]  # one in-memory source
-        raise TypeError("pass either paths or in-memory records (dicts), not a mix of both")
-    raise TypeError(f"cannot load preference data from {type(sources).__name__}")
+def stream_pairs(
+    sources: Source | list[Source] | list[dict] | Any,
+    options: LoadOptions = LoadOptions(),
+    rejects_path: Path | None = None,
+    *,
+    validate_only: bool = False,
+) -> PairStream:
+    """`load_pairs` (or with `validate_only`, `validate`) one pair at a time: iterate the stream
+    once, then read its `summary`. Under on_error="raise" the iteration ends in DataError."""
+    return PairStream(sources, options, rejects_path, validate_only=validate_only)
 
 
-def _check_source(source: object, options: LoadOptions) -> _Checked:
-    records = list(iter_records(source))
-    name = records[0].source if records else _source_name(source)
-    checked = _Checked(name, options.format, records=len(records))
-    if not records:
-        first_line = 0 if name in (LIST_SOURCE, DATASET_SOURCE) else 1
-        checked.source_defects.append(Defect(name, first_line, "<source>", "no records"))
-    if options.format == "auto":
-        _detect(checked, [r for r in records if r.defect is None])
-    parse_options = ParseOptions(options.preference_axis)
-    for record in records:
-        if record.defect is not None:
-            checked.rejected.append((record, [record.defect]))
-        elif checked.source_defects:
-            checked.rejected.append((record, checked.source_defects))
-        else:
-            _parse_record(checked, record, parse_options)
-    return checked
-
-
-def _detect(checked: _Checked, readable: list[RawRecord]) -> None:
-    """Set the source's format from all its readable records, or record why it cannot be known."""
-    checked.format = "unknown"
-    if not readable:
-        return
-    try:
-        checked.format = detect_format(readable, checked.name)
-    except FormatDetectionError as error:
-        checked.source_defects.append(Defect(checked.name, readable[0].line, "<format>", str(error)))
-
-
-def _source_name(source: object) -> str:
-    if isinstance(source, str | os.PathLike):
-        return str(source)
-    return DATASET_SOURCE if is_dataset(source) else LIST_SOURCE
-
-
-def _parse_record(checked: _Checked, record: RawRecord, options: ParseOptions) -> None:
-    base = Provenance(record.source, record.line)
-    pairs, defects = FORMATS[checked.format].parse(record.data, base, options)
-    if defects:
-        checked.rejected.append((record, defects))
-    elif not pairs:
-        checked.pairless.append(record)
-    checked.pairs.extend(pairs)
-
-
-def _result(checked: list[_Checked], options: LoadOptions) -> LoadResult:
-    defects = [d for c in checked for d in c.source_defects]
-    # Records rejected for their source's defect (e.g. mixed formats) do not repeat it.
-    defects += [d for c in checked for _, ds in c.rejected if ds is not c.source_defects for d in ds]
-    pairs = [p for c in checked for p in c.pairs]
-    kept, identical, duplicates = _drop_identical_and_duplicates(pairs, options.dedupe)
-    warnings = _drop_warnings(identical, duplicates)
-    pairless = [r for c in checked for r in c.pairless]
-    if pairless:
-        first = pairless[0]
-        warnings.append(f"{len(pairless)} record(s) gave no pair because Accepted equals "
-                        f"Rejected in every turn (first: {first.source}:{first.line})")
+def _collect(stream: PairStream) -> LoadResult:
+    pairs = list(stream)
+    summary = stream.summary
     return LoadResult(
-        pairs=kept,
-        defects=defects,
-        format_by_source={c.name: c.format for c in checked},
-        records_read=sum(c.records for c in checked),
-        records_rejected=sum(len(c.rejected) for c in checked),
-        dropped_identical=identical,
-        dropped_duplicates=duplicates,
-        warnings=warnings,
+        pairs=pairs, defects=summary.defects, format_by_source=summary.format_by_source,
+        records_read=summary.records_read, records_rejected=summary.records_rejected,
+        dropped_identical=stream.identical.pairs, dropped_duplicates=stream.duplicates.pairs,
+        warnings=summary.warnings,
     )
-
-
-def _drop_identical_and_duplicates(
-    pairs: list[PreferencePair], dedupe: bool
-) -> tuple[list[PreferencePair], list[PreferencePair], list[PreferencePair]]:
-    kept, identical, duplicates = [], [], []
-    seen: set[tuple] = set()
-    for pair in pairs:
-        if pair.chosen == pair.rejected:
-            identical.append(pair)  # no preference to learn: DPO's gradient is exactly zero
-            continue
-        key = pair.content_key()
-        if dedupe and key in seen:
-            duplicates.append(pair)
-            continue
-        seen.add(key)
-        kept.append(pair)
-    return kept, identical, duplicates
-
-
-def _drop_warnings(identical: list[PreferencePair], duplicates: list[PreferencePair]) -> list[str]:
-    warnings = []
-    if identical:
-        warnings.append(f"dropped {len(identical)} pair(s) whose chosen equals rejected "
-                        f"(first: {identical[0].provenance.pair_id})")
-    if duplicates:
-        warnings.append(f"dropped {len(duplicates)} exact duplicate pair(s) "
-                        f"(first: {duplicates[0].provenance.pair_id})")
-    return warnings
-
-
-def _report_skipped(checked: list[_Checked], result: LoadResult, rejects_path: Path | None) -> None:
-    """Say how many records were skipped, never silently; keep them in the side file if asked."""
-    if rejects_path is not None:
-        rows = (_reject_row(record, defects) for c in checked for record, defects in c.rejected)
-        write_jsonl_atomic(rows, rejects_path)
-    if result.records_rejected:
-        where = f"see {rejects_path}" if rejects_path is not None else "pass rejects_path to keep them"
-        result.warnings.insert(0, f"skipped {result.records_rejected} invalid record(s) "
-                                  f"({len(result.defects)} defect(s)); {where}")
-
-
-def _reject_row(record: RawRecord, defects: list[Defect]) -> dict[str, object]:
-    return {
-        "source": record.source,
-        "line": record.line,
-        "defects": [d.to_dict() for d in defects],
-        "record": record.data if record.data is not None else record.raw_text,
-    }

@@ -23,7 +23,8 @@ class Message:
 class Provenance:
     """Where a pair came from.
 
-    `line` is the 1-based line of a JSONL file, or the 0-based element index of a JSON array
+    `line` is the 1-based line of a JSONL file, the 1-based line a CSV row starts on, the
+    1-based row of a Parquet file or saved dataset, or the 0-based element index of a JSON array
     or an in-memory list/Dataset. `turn` is the 0-based exchange index for multi-turn records
     that yield several pairs (Accepted/Rejected format), else None.
     """

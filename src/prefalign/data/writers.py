@@ -9,7 +9,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from prefalign.atomic import atomic_open
@@ -90,6 +91,24 @@ def _roles(prompt: tuple[Message, ...]) -> str:
     return "/".join(m.role for m in prompt) or "none"
 
 
+@contextmanager
+def jsonl_writer(path: str | os.PathLike[str]) -> Iterator[Callable[[dict], None]]:
+    """A function that appends one record as a JSON line (gzipped for a `.gz` name) to a temp
+    file, renamed onto `path` when the block ends; if the block raises, `path` is untouched.
+
+    Values JSON cannot hold (a Parquet timestamp in a rejected row) are written as strings.
+    """
+    with atomic_open(path, "wb") as raw:
+        stream = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if _gzipped(path) else raw
+
+        def write(record: dict) -> None:
+            stream.write(json.dumps(record, ensure_ascii=False, default=str).encode("utf-8") + b"\n")
+
+        yield write
+        if stream is not raw:
+            stream.close()  # writes the gzip trailer; the underlying file stays open for fsync
+
+
 def write_jsonl_atomic(records: Iterable[dict], path: str | os.PathLike[str]) -> int:
     """Write records as JSON lines (gzipped for a `.gz` name) via a temp file and a rename.
 
@@ -97,13 +116,10 @@ def write_jsonl_atomic(records: Iterable[dict], path: str | os.PathLike[str]) ->
     Returns the number of records written.
     """
     count = 0
-    with atomic_open(path, "wb") as raw:
-        stream = gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) if _gzipped(path) else raw
+    with jsonl_writer(path) as write:
         for record in records:
-            stream.write(json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n")
+            write(record)
             count += 1
-        if stream is not raw:
-            stream.close()  # writes the gzip trailer; the underlying file stays open for fsync
     return count
 
 

@@ -1,6 +1,7 @@
 """PKU-SafeRLHF rows: `prompt`, `response_0`, `response_1`, `better_response_id`, `safer_response_id`.
 
-`ParseOptions.preference_axis` picks which id decides the chosen response ("better" or "safer").
+`ParseOptions.preference_axis` picks which id decides the chosen response ("better" or "safer");
+an id is 0 or 1 (or the text "0" or "1", as a CSV cell holds it).
 The other columns (`is_response_0_safe`, harm categories, severity, ...) are kept as metadata.
 """
 
@@ -47,6 +48,8 @@ def parse(
 def _response_id(check: RecordCheck, value: object, field_name: str) -> int | None:
     if value is MISSING:
         return None
+    if value in ("0", "1"):
+        return int(value)  # a CSV cell is text
     if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1):
         # A tie (-1 in some releases) or any other value cannot orient a pair.
         check.add(field_name, f"must be 0 or 1, got {value!r}")
