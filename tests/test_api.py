@@ -90,3 +90,16 @@ def test_importing_prefalign_is_light():
     code = ("import sys, prefalign\n"
             "assert not [m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')]")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_audit_streams_the_sources_and_flags_a_length_bias(tmp_path):
+    """Every chosen reply longer than its rejected one: the length-only rule scores 1.0, which
+    the audit flags; leakage counts the prompts the held-out file shares."""
+    rows = [{"prompt": f"Q{i}?", "chosen": "a long and careful answer", "rejected": "no"}
+            for i in range(10)]
+    heldout = tmp_path / "heldout.jsonl"
+    heldout.write_text("".join(__import__("json").dumps(r) + "\n" for r in rows[:3]))
+    report = prefalign.audit(rows, eval_sources=[heldout])
+    assert report.length_bias.length_only_accuracy == 1.0
+    assert any("length" in flag for flag in report.flags)
+    assert report.leakage.leaked_pairs == 3

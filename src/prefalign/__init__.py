@@ -5,6 +5,7 @@
     prefalign.sft({"data": {"train": ["chats.jsonl"]}}, overrides={"train.max_steps": 20})
     report = prefalign.evaluate(result.run_dir, "eval-out", max_pairs=100)
     pairs = prefalign.load_pairs("bundled:hh-harmless-train").pairs
+    print(prefalign.audit("bundled:hh-harmless-train").flags)   # e.g. the length bias
 
 Names load on first use, so `import prefalign` stays light (no torch until a trainer runs).
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("train", "sft", "evaluate", "load_pairs", "resolve_config")
+_API = ("train", "sft", "evaluate", "load_pairs", "audit", "resolve_config")
 __all__ = [*_API, "Config", "load_config", "__version__"]
 
 

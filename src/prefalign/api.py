@@ -24,6 +24,7 @@ from prefalign.atomic import atomic_open
 from prefalign.config import Config, ConfigError, config_from_dict, load_config
 
 if TYPE_CHECKING:
+    from prefalign.data.audit import AuditReport
     from prefalign.data.load import LoadResult
     from prefalign.trainers.loop.loop import RunResult
 
@@ -85,6 +86,37 @@ def load_pairs(*sources: Any, format: str = "auto", on_error: str = "raise",
     options = LoadOptions(format, on_error, preference_axis)
     one = paths[0] if len(paths) == 1 else paths  # a list of dicts is one source
     return load(one, options, rejects_path=Path(rejects) if rejects else None)
+
+
+def audit(*sources: Any, eval_sources: Sequence[Any] = (), tokenizer: str | None = None,
+          max_length: int | None = None, format: str = "auto", on_error: str = "raise",
+          preference_axis: str = "better") -> AuditReport:
+    """`prefalign data audit` as a call, streaming every source: counts, duplicates, length
+    bias (the best length-only rule's accuracy), truncation at `max_length` (token counts need
+    `tokenizer`, a model name or path) and prompt leakage into `eval_sources`. `.flags` names
+    what the audit raised; `.to_dict()` is its JSON."""
+    from prefalign.data.audit import AuditCollector
+    from prefalign.data.bundled import resolve_data_path
+    from prefalign.data.fingerprint import PairFingerprint
+    from prefalign.data.load import LoadOptions, stream_pairs
+    from prefalign.data.tokenizer import load_tokenizer
+
+    options = LoadOptions(format, on_error, preference_axis)
+
+    def stream(items: Sequence[Any]) -> Any:
+        paths = [resolve_data_path(s) if isinstance(s, str) else s for s in items]
+        return stream_pairs(paths[0] if len(paths) == 1 else paths, options)
+
+    collector = AuditCollector(load_tokenizer(tokenizer) if tokenizer else None)
+    fingerprint = PairFingerprint({"preference_axis": options.preference_axis,
+                                   "dedupe": options.dedupe})
+    pairs = stream(sources)
+    for pair in pairs:
+        collector.add(pair)
+        fingerprint.add(pair)
+    heldout = stream(eval_sources) if eval_sources else None
+    return collector.report(pairs.summary, fingerprint.hexdigest(), max_length=max_length,
+                            eval_pairs=heldout)
 
 
 def _raw_config(config: ConfigLike) -> dict[str, Any]:
