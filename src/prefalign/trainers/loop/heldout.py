@@ -9,21 +9,26 @@ dropped.
 
 Reference-free losses (SimPO, ORPO) have no reference to measure log-prob changes against, so
 the policy's own log-probs at step 0 stand in: one extra pass over the held-out split at the
-start of the run (as cheap as one evaluation, no second model), kept in the run directory so a
-resumed run compares against the same starting point.
+start of the run (as cheap as one evaluation, no second model), kept in the run directory with
+a sha256 of its tensors so a resumed run compares against the same starting point. A resumed run
+whose file is missing or fails the check scores a fresh copy of the starting model instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from safetensors.torch import load_file, save
 
-from prefalign.atomic import atomic_open
+from prefalign.engine.checked_tensors import read_checked, write_checked
 from prefalign.engine.forward.gather import eval_mode
+from prefalign.engine.forward.select import build_scorer
 from prefalign.engine.metrics import eval_metrics
+from prefalign.engine.models.load import load_reference_model
+from prefalign.integrity import Check
 from prefalign.losses import PairLogps
 from prefalign.trainers.dpo.data import make_batch
 from prefalign.trainers.loop.step import (
@@ -39,6 +44,7 @@ if TYPE_CHECKING:
     from prefalign.trainers.loop.run import Run
 
 INITIAL_LOGPS = "initial-eval-logps.safetensors"
+_NAMES = ("chosen", "rejected")
 
 
 def score_heldout(run: Run, split_name: str = "eval") -> Columns:
@@ -81,16 +87,39 @@ def evaluate(run: Run) -> dict[str, float]:
 def initial_eval_logps(run: Run, run_dir: Path, resuming: bool) -> PairLogps:
     """The step-0 policy's held-out log-probs: read back when resuming, else scored and saved."""
     path = Path(run_dir) / INITIAL_LOGPS
-    if resuming and path.is_file():
-        tensors = load_file(str(path))
-        return PairLogps(tensors["chosen"], tensors["rejected"])
-    columns = score_heldout(run)
+    if not resuming:
+        columns = score_heldout(run)
+    else:
+        tensors, problem = read_checked(path, _NAMES, len(run.splits["eval"]))
+        if tensors is not None:
+            return PairLogps(tensors["chosen"], tensors["rejected"])
+        if run.is_main:
+            print(f"prefalign: {path}: {problem}; scoring the starting model again",
+                  file=sys.stderr)
+        columns = _score_starting_model(run)
     logps = PairLogps(columns["policy_chosen"].float(), columns["policy_rejected"].float())
     if run.accelerator.is_main_process:
         tensors = {"chosen": logps.chosen.contiguous(), "rejected": logps.rejected.contiguous()}
-        with atomic_open(path, "wb") as handle:
-            handle.write(save(tensors))
+        write_checked(path, tensors)
     return logps
+
+
+def verify_initial_logps(path: Path) -> Check:
+    """The verdict on a run's initial-eval-logps file (absent is fine: a resume rescores)."""
+    if not path.is_file():
+        return Check(path, True, "absent")
+    tensors, problem = read_checked(path, _NAMES, None)
+    if tensors is None:
+        return Check(path, False, str(problem))
+    return Check(path, True, f"{len(tensors['chosen'])} pairs match their sha256")
+
+
+def _score_starting_model(run: Run) -> Columns:
+    """Score the held-out split with a fresh copy of the model the run started from (the
+    policy has moved on since): base weights, starting adapter merged."""
+    model = load_reference_model(run.config.model, expected_hash=run.loaded.weight_hash)
+    scorer = build_scorer(model.to(run.accelerator.device), run.config.train)
+    return score_heldout(dataclasses.replace(run, scorer=scorer, sharded=False))
 
 
 def batch_rounds(pairs: int, world: int, batch_size: int) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 from prefalign.config import Config
 from prefalign.engine import heap
 from prefalign.engine.forward.onednn import cpu_matmul
-from prefalign.engine.manifest import finish_manifest, update_manifest
+from prefalign.engine.manifest import finish_manifest, record_failure, update_manifest
 from prefalign.engine.models.final import save_final
 from prefalign.trainers.loop.checkpoint import save_checkpoint
 from prefalign.trainers.loop.health import WINDOW, HealthMonitor, identity_loss
@@ -169,7 +169,7 @@ def _announce(run: Run, position: Position, progress: Progress) -> None:
     if run.resumed_from is not None:
         progress.write(f"resuming from {run.resumed_from} (step {position.global_step})")
     elif run.resume_requested:
-        progress.write(f"nothing to resume in {run.run_dir} (no complete checkpoint); "
+        progress.write(f"nothing to resume in {run.run_dir} (no verified checkpoint); "
                        "starting from step 0")
 
 
@@ -215,9 +215,7 @@ def _abort(run: Run, progress: Progress, error: BaseException) -> None:
     if run.logger is not None:
         run.logger.close()
     if run.is_main:
-        kind = "interrupted" if isinstance(error, KeyboardInterrupt) else \
-            f"failed: {type(error).__name__}: {error}"
-        finish_manifest(run.run_dir, kind)
+        record_failure(run.run_dir, error)
 
 
 def _close(run: Run, position: Position, result: RunResult, **fields: object) -> None:

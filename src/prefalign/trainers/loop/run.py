@@ -32,10 +32,11 @@ from prefalign.trainers.dpo.data import (
     steps_per_epoch,
 )
 from prefalign.trainers.dpo.reference import Reference, build_reference
-from prefalign.trainers.loop.checkpoint import latest_checkpoint, load_checkpoint
+from prefalign.trainers.loop.checkpoint import load_checkpoint
 from prefalign.trainers.loop.optim import build_optimizer, build_scheduler, follow_schedule
 from prefalign.trainers.loop.sharding import full_model_state, shard
 from prefalign.trainers.loop.stopping import EarlyStopping, metric_key
+from prefalign.trainers.loop.verify import resume_checkpoint
 
 
 class RunDirError(ConfigError):
@@ -131,13 +132,14 @@ def check_run_config(config: Config) -> None:
                               "evaluations; set data.eval and train.eval_every > 0")
 
 
-def check_run_dir(run_dir: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from, or None for a fresh start; refuses to overwrite a run."""
+def check_run_dir(run_dir: Path, resume: bool, announce: bool = True) -> Path | None:
+    """The checkpoint to resume from (the newest verified one: `announce` warns of each newer
+    one skipped), or None for a fresh start; refuses to overwrite a run."""
     has_manifest = (run_dir / MANIFEST).exists()
     if has_manifest and not resume:
         raise RunDirError(f"{run_dir} already holds a run ({MANIFEST}); pass --resume to "
                           "continue it, or choose a new run.name")
-    return latest_checkpoint(run_dir) if resume else None
+    return resume_checkpoint(run_dir, announce=announce) if resume else None
 
 
 def make_accelerator(config: Config) -> Any:
@@ -187,7 +189,7 @@ def open_run(config: Config, resume: bool) -> tuple[Run, Position]:
     (`check_run_config` has passed)."""
     accelerator = make_accelerator(config)
     run_dir = run_directory(config)
-    checkpoint = check_run_dir(run_dir, resume)
+    checkpoint = check_run_dir(run_dir, resume, announce=accelerator.is_main_process)
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
