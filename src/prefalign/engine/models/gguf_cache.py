@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from prefalign.data.tokenizer import cache_root, gguf_cache_key
 from prefalign.sources import ModelSource
+from prefalign.storage import storage_error
 
 logger = logging.getLogger(__name__)
 _COMPLETE = "COMPLETE"
@@ -54,13 +55,18 @@ def load_gguf_model(source: ModelSource, dtype: torch.dtype, **kwargs: Any) -> P
 
 def _save_atomically(model: PreTrainedModel, target: Path) -> None:
     """save_pretrained into a temp dir beside `target`, then rename; failures only warn."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    staging = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
         model.save_pretrained(staging, safe_serialization=True)
         (staging / _COMPLETE).write_text("ok\n", encoding="utf-8")
         shutil.rmtree(target, ignore_errors=True)
         staging.replace(target)
-    except OSError as error:  # a read-only or full cache must not stop training
-        logger.warning("could not cache the dequantized model in %s: %s", target, error)
-        shutil.rmtree(staging, ignore_errors=True)
+    except Exception as error:  # a read-only or full cache must not stop training
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        found = storage_error(error, target)
+        if found is None and not isinstance(error, OSError):
+            raise
+        logger.warning("could not cache the dequantized model: %s", found or error)

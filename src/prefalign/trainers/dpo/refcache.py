@@ -114,8 +114,10 @@ def plan_cache(config: Config, loaded: LoadedModel, split: TokenizedSplit) -> Ca
     problem = None
     if found == key:
         problem = read_checked(path, _TENSORS, len(split.tokenized))[1]
+    elif found is not None and "unreadable" in found:
+        problem = f"unreadable ({found['unreadable']})"
     elif found is not None:
-        problem = found.get("unreadable") or "it holds log-probs for other settings"
+        problem = "it holds log-probs for other settings"
     return CachePlan(split.name, key, path, explicit, found == key and problem is None, problem)
 
 
