@@ -3,7 +3,8 @@
 transformers parses and dequantizes a GGUF file on every `from_pretrained` (16-27 s for
 SmolLM2-135M on 2 cores). The first load saves the float32 weights and config under
 `$PREFALIGN_CACHE/models/<key>/` (key: the GGUF file's path, size, mtime and the transformers
-version, as for the tokenizer cache); later loads read that directory (about a second).
+version, as for the tokenizer cache); later loads read that directory (about a second), once
+its files match the SHA256SUMS written beside them (an entry that fails is rebuilt).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from prefalign.data.tokenizer import cache_root, gguf_cache_key
+from prefalign.integrity import check_checksums, write_checksums
 from prefalign.sources import ModelSource
 from prefalign.storage import storage_error
 
@@ -34,7 +36,11 @@ def cached_gguf_dir(source: ModelSource) -> Path:
 def load_gguf_model(source: ModelSource, dtype: torch.dtype, **kwargs: Any) -> PreTrainedModel:
     """The dequantized model of a GGUF source in `dtype`, from the cache when it is there."""
     cached = cached_gguf_dir(source)
-    if (cached / _COMPLETE).is_file():
+    check = check_checksums(cached) if (cached / _COMPLETE).is_file() else None
+    if check is not None and not check.ok:  # damaged in place: never used, rebuilt
+        logger.warning("rebuilding the model cache %s: %s", cached, check.detail)
+        shutil.rmtree(cached, ignore_errors=True)
+    elif check is not None:
         try:
             return AutoModelForCausalLM.from_pretrained(
                 str(cached), dtype=dtype, use_safetensors=True, local_files_only=True, **kwargs
@@ -60,6 +66,7 @@ def _save_atomically(model: PreTrainedModel, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
         model.save_pretrained(staging, safe_serialization=True)
+        write_checksums(staging)
         (staging / _COMPLETE).write_text("ok\n", encoding="utf-8")
         shutil.rmtree(target, ignore_errors=True)
         staging.replace(target)

@@ -34,10 +34,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
 from prefalign.atomic import replace_dir, write_json_atomic
+from prefalign.engine.state_files import (
+    first_line,
+    read_json,
+    safetensors_load,
+    tensor_bytes,
+    torch_load,
+    torch_save,
+)
 from prefalign.integrity import Check, CorruptStateError, file_problem, sha256_file
 from prefalign.storage import reporting_storage
 from prefalign.trainers.loop.rng import capture_rng, restore_rng
@@ -127,8 +135,8 @@ def load_checkpoint(
         _load_optimizer(path, policy, optimizer, sharded)
     if scheduler is not None:
         scheduler.load_state_dict(_read_scheduler(path))
-    restore_rng(_torch_load(path / "rng.pt"))
-    return _read_json(path / "position.json")
+    restore_rng(torch_load(path / "rng.pt"))
+    return read_json(path / "position.json")
 
 
 def verify_checkpoint(path: Path) -> Check:
@@ -208,7 +216,7 @@ def _tied_names(policy: nn.Module) -> list[list[str]]:
 
 def _write_optimizer(directory: Path, optimizer: torch.optim.Optimizer,
                      state: dict[str, Any] | None) -> None:
-    _torch_save(optimizer.state_dict() if state is None else state, directory / "optimizer.pt")
+    torch_save(optimizer.state_dict() if state is None else state, directory / "optimizer.pt")
 
 
 def _write_scheduler(directory: Path, scheduler: Any) -> None:
@@ -218,23 +226,14 @@ def _write_scheduler(directory: Path, scheduler: Any) -> None:
     try:
         text = json.dumps(state, allow_nan=False)
     except (TypeError, ValueError):  # tensors or callables' state: keep them as torch data
-        _torch_save(state, directory / "scheduler.pt")
+        torch_save(state, directory / "scheduler.pt")
         return
     (directory / "scheduler.json").write_text(text, encoding="utf-8")
     _fsync(directory / "scheduler.json")
 
 
 def _write_rng(directory: Path) -> None:
-    _torch_save(capture_rng(), directory / "rng.pt")
-
-
-def _torch_save(obj: Any, path: Path) -> None:
-    # Through a Python file, so that a failed write's OSError (and errno) stays in the context
-    # of torch's RuntimeError; given a path, torch's writer drops it.
-    with open(path, "wb") as handle:
-        torch.save(obj, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
+    torch_save(capture_rng(), directory / "rng.pt")
 
 
 def _write_marker(directory: Path, step: int, kind: str) -> None:
@@ -279,24 +278,14 @@ def _bytes_of(policy: nn.Module, weights: dict | None, optimizer: torch.optim.Op
     """Counts, when asked, the bytes of the tensors a checkpoint holds (its size, nearly)."""
     def count() -> int:
         if weights is not None:
-            model = _tensor_bytes(weights)
+            model = tensor_bytes(weights)
         elif _is_peft(policy):
             model = sum(p.nbytes for p in policy.parameters() if p.requires_grad)
         else:  # tied tensors are stored once
-            model = _tensor_bytes({t.data_ptr(): t for t in policy.state_dict().values()})
+            model = tensor_bytes({t.data_ptr(): t for t in policy.state_dict().values()})
         state = optimizer.state_dict() if optimizer_state is None else optimizer_state
-        return model + _tensor_bytes(state)
+        return model + tensor_bytes(state)
     return count
-
-
-def _tensor_bytes(value: Any) -> int:
-    if isinstance(value, torch.Tensor):
-        return value.nbytes
-    if isinstance(value, dict):
-        return sum(_tensor_bytes(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return sum(_tensor_bytes(item) for item in value)
-    return 0
 
 
 def _complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
@@ -356,11 +345,11 @@ def _load_weights(directory: Path, policy: nn.Module, kind: str, sharded: bool) 
             load_model(policy, str(directory / FULL_WEIGHTS), strict=True, device=str(device))
         except (RuntimeError, ValueError, KeyError) as error:
             raise ValueError(f"{directory / FULL_WEIGHTS} does not fit this model: "
-                             f"{_first_line(error)}") from error
+                             f"{first_line(error)}") from error
         return
     from peft import set_peft_model_state_dict
 
-    adapter = _safetensors_load(directory / ADAPTER_WEIGHTS, device=str(device))
+    adapter = safetensors_load(directory / ADAPTER_WEIGHTS, device=str(device))
     result = set_peft_model_state_dict(policy, adapter)
     if result.unexpected_keys:
         raise ValueError(f"{directory}: adapter tensors the model does not have: "
@@ -370,7 +359,7 @@ def _load_weights(directory: Path, policy: nn.Module, kind: str, sharded: bool) 
 def _load_sharded_weights(directory: Path, policy: nn.Module, lora: bool) -> None:
     """Read the whole tensors on this process and load them into its shards."""
     if not lora:
-        weights = _safetensors_load(directory / FULL_WEIGHTS)
+        weights = safetensors_load(directory / FULL_WEIGHTS)
         for group in _tied_names(policy):
             kept = sorted(group)[0]
             weights.update({name: weights[kept] for name in group if kept in weights})
@@ -378,7 +367,7 @@ def _load_sharded_weights(directory: Path, policy: nn.Module, lora: bool) -> Non
         return
     from peft import get_peft_model_state_dict
 
-    saved = _safetensors_load(directory / ADAPTER_WEIGHTS)
+    saved = safetensors_load(directory / ADAPTER_WEIGHTS)
     # peft's names in the file -> the model's own names, through peft's renaming.
     live = policy.state_dict(keep_vars=True)
     name_of = {id(tensor): name for name, tensor in live.items()}
@@ -393,7 +382,7 @@ def _load_sharded_weights(directory: Path, policy: nn.Module, lora: bool) -> Non
 
 def _load_optimizer(directory: Path, policy: nn.Module, optimizer: torch.optim.Optimizer,
                     sharded: bool) -> None:
-    state = _torch_load(directory / "optimizer.pt")
+    state = torch_load(directory / "optimizer.pt")
     groups = state.get("param_groups", [])
     names = [*state.get("state", {}), *(name for group in groups for name in group["params"])]
     by_name = any(isinstance(name, str) for name in names)  # else positions (state_dict())
@@ -409,41 +398,7 @@ def _load_optimizer(directory: Path, policy: nn.Module, optimizer: torch.optim.O
 
 def _read_scheduler(directory: Path) -> dict:
     if (directory / "scheduler.json").exists():
-        return _read_json(directory / "scheduler.json")
+        return read_json(directory / "scheduler.json")
     if (directory / "scheduler.pt").exists():
-        return _torch_load(directory / "scheduler.pt")
+        return torch_load(directory / "scheduler.pt")
     raise ValueError(f"{directory} has no scheduler state (saved with scheduler=None)")
-
-
-# Each reader turns a file that cannot be parsed into a CorruptStateError naming it.
-
-
-def _torch_load(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise _unreadable(path, error) from error
-
-
-def _safetensors_load(path: Path, device: str = "cpu") -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path), device=device)
-    except Exception as error:
-        raise _unreadable(path, error) from error
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise _unreadable(path, error) from error
-
-
-def _unreadable(path: Path, error: Exception) -> CorruptStateError:
-    return CorruptStateError(f"{path} cannot be read ({type(error).__name__}: "
-                             f"{_first_line(error)})")
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else type(error).__name__
