@@ -3,9 +3,9 @@
 The libraries prefalign writes through report a full disk in their own ways: Python as
 `OSError(ENOSPC)`, safetensors as `SafetensorError("... No space left on device (os error 28)")`,
 torch's zip writer as `RuntimeError("... unexpected pos 11456 vs 11348")` with the OSError, if
-any, only in the exception's context. `storage_error` recognises all of them (the last by the
-free space left on the file system after the failure) and returns a `StorageError` whose message
-names the path and, where the caller knows it, the bytes the write needed.
+any, only in the exception's context. `storage_error` recognises all of them (the last by that
+context, or else by the free space left on the file system after the failure) and returns a
+`StorageError` whose message names the path and, where the caller knows it, the bytes needed.
 """
 
 from __future__ import annotations
@@ -52,11 +52,11 @@ def storage_error(error: BaseException, path: str | os.PathLike[str] | None,
         return error
     code = _errno_in_chain(error)
     where = path if path is not None else getattr(error, "filename", None)
-    action = "writing " if path is not None else "on "
+    named = "" if where is None else f" {'writing' if path is not None else 'on'} {where}"
     if code in DENIED:
-        return StorageError(code, f"permission denied {action}{where}", where)
+        return StorageError(code, f"permission denied{named}", where)
     if code == errno.EROFS:
-        return StorageError(code, f"read-only file system: cannot write {where}", where)
+        return StorageError(code, f"read-only file system{named}", where)
     if code in FULL or _FULL_TEXT.search(str(error)) or _looks_full(where, needed):
         return StorageError(errno.ENOSPC, disk_full_message(where, needed), where)
     return None

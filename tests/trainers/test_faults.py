@@ -105,7 +105,8 @@ class SmallDisk:
         self.filler = path / "filler"
 
     def fill(self, leave: int) -> None:
-        free = os.statvfs(self.path).f_bavail * os.statvfs(self.path).f_frsize
+        stats = os.statvfs(self.path)
+        free = stats.f_bavail * stats.f_frsize
         with open(self.filler, "ab") as handle:
             for _ in range(max(free - leave, 0) // 4096):
                 handle.write(b"\0" * 4096)
@@ -128,7 +129,8 @@ def small_disk(tmp_path):
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
     yield SmallDisk(path)
-    subprocess.run(["umount", str(path)], capture_output=True, timeout=30, check=False)
+    if subprocess.run(["umount", str(path)], capture_output=True, timeout=30).returncode:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)  # busy
 
 
 def _fill_before(monkeypatch, name: str, disk: SmallDisk, leave: int, step: int | None = None):

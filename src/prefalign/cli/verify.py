@@ -23,8 +23,7 @@ exit codes: 0 everything intact; 1 something failed verification; 2 not a run di
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("verify", help="check a run's checkpoints, final/ and caches "
-                                           "against their sha256 digests",
+    p = commands.add_parser("verify", help="check a run's files against their sha256 digests",
                             description=DESCRIPTION, epilog=EPILOG,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a run directory (runs/NAME)")

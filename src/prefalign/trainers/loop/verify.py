@@ -29,16 +29,18 @@ def resume_checkpoint(run_dir: Path, *, announce: bool = True) -> Path | None:
     for path in reversed(step_dirs(run_dir)):
         check = verify_checkpoint(path)
         if check.ok:
-            chosen = path
+            chosen = check
             break
         skipped.append(check)
     if announce:
-        instead = f"resuming from {chosen.name}" if chosen is not None else \
+        instead = f"resuming from {chosen.path.name}" if chosen is not None else \
             "no verified checkpoint is left, so training starts from step 0"
         for check in skipped:
             print(f"prefalign: warning: skipping checkpoint {check.path}: {check.detail}; "
                   f"{instead}", file=sys.stderr)
-    return chosen
+        if chosen is not None and "only sizes" in chosen.detail:
+            print(f"prefalign: note: {chosen.path}: {chosen.detail}", file=sys.stderr)
+    return chosen.path if chosen is not None else None
 
 
 def step_dirs(run_dir: Path) -> list[Path]:
