@@ -21,7 +21,7 @@ def _write_jsonl(path, rows):
     return path
 
 
-@pytest.mark.parametrize("command", [[], ["data"], ["data", "validate"], ["data", "audit"],
+@pytest.mark.parametrize("command", [[], ["data"], ["data", "validate"], ["data", "audit"], ["verify"],
                                      ["data", "preview"], ["data", "convert"]])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:

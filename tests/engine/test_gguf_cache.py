@@ -10,6 +10,7 @@ import torch
 from prefalign.config import ModelSection
 from prefalign.engine.models.gguf_cache import _COMPLETE, cached_gguf_dir
 from prefalign.engine.models.load import load_base_model, weight_hash
+from prefalign.integrity import check_checksums
 from prefalign.sources import resolve_model_source
 
 pytestmark = [
@@ -32,6 +33,14 @@ def test_second_load_comes_from_the_cache_with_identical_weights(tmp_path, monke
     assert weight_hash(first) == weight_hash(second)
     assert not getattr(second, "is_quantized", False)
     assert second.dtype == torch.float32
+    # Damaged in place (same size): it fails its SHA256SUMS and is rebuilt, never loaded.
+    weights = next(cached.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-100] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert not check_checksums(cached).ok
+    assert weight_hash(load_base_model(section)) == weight_hash(first)
+    assert check_checksums(cached).ok
 
 
 def test_a_damaged_cache_entry_is_rebuilt(tmp_path, monkeypatch):

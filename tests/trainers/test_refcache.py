@@ -12,8 +12,8 @@ from prefalign.config import Config
 from prefalign.data.tokenizer import CACHE_ENV
 from prefalign.engine.models.load import load_model
 from prefalign.trainers.dpo.data import prepare_splits
-from prefalign.trainers.dpo.refcache import CacheMismatchError, default_cache_path, plan_cache
 from prefalign.trainers.dpo.reference import build_precomputed
+from prefalign.trainers.loop.refcache import CacheMismatchError, default_cache_path, plan_cache
 from run_helpers import tiny_config
 from tiny_models import tiny_model_dir
 

@@ -29,8 +29,9 @@ examples:
 
 prompt sets: advbench, harmbench, xstest-unsafe (harmful); xstest-safe, jbb-benign (benign);
 or a .jsonl/.csv file with a 'prompt' column (and 'kind': harmful|benign).
-exit codes: 0 done; 1 invalid data (FILE:LINE: FIELD: message); 2 not a finished run
-directory or a bad option.
+exit codes: 0 done; 1 invalid data (FILE:LINE: FIELD: message), a final/ that fails its
+SHA256SUMS, or a full disk; 2 not a finished run directory, a bad option, or an output path
+that cannot be written.
 """
 
 

@@ -19,7 +19,8 @@ examples:
   prefalign probe runs/dpo-lora --system "You are a support agent." --prompt "Why was my \\
       account suspended?" --response "You violated Section 4." --tokens
 
-exit codes: 0 done; 2 not a finished run directory (no manifest.json or no final/).
+exit codes: 0 done; 1 a final/ that fails its SHA256SUMS; 2 not a finished run directory (no
+manifest.json or no final/).
 """
 
 

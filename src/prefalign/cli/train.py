@@ -37,9 +37,13 @@ examples:
   accelerate launch --num_processes 2 -m prefalign.cli.main train -c configs/dpo-lora.yaml
 
 A run writes runs/NAME/ (run.output_dir/run.name): manifest.json, metrics.jsonl, checkpoints/
-and final/. --resume continues that run from its last checkpoint.
-exit codes: 0 finished; 1 the run stopped early on an error it reports (e.g. a NaN loss);
-2 an invalid config, an unknown key or a missing file; 130 interrupted.
+and final/. --resume continues that run from its newest checkpoint whose files match the sha256
+digests recorded when it was saved; a newer one that does not is named in a warning and skipped
+(`prefalign verify RUN_DIR` lists what is intact).
+exit codes: 0 finished; 1 invalid data (FILE:LINE: FIELD: message), or the run stopped on an
+error it reports (a NaN loss, a full disk, a damaged state file); 2 an invalid config, an
+unknown key, a missing file, or a path that cannot be written (permission denied, read-only);
+130 interrupted.
 """
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from prefalign.atomic import atomic_open
+from prefalign.storage import reporting_storage
 
 if TYPE_CHECKING:
     from prefalign.engine.trackers import Tracker
@@ -52,14 +53,16 @@ class MetricsLogger:
         self._file: IO[str] | None = None
         self._writer: Any = None
         self._trackers: list[Tracker] = list(trackers) if enabled else []
+        self._write_failed = False
         if not enabled:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_step is None:
-            self._file = open(self.path, "w", encoding="utf-8")
-        else:
-            _keep_through(self.path, resume_step)
-            self._file = open(self.path, "a", encoding="utf-8")
+        with reporting_storage(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if resume_step is None:
+                self._file = open(self.path, "w", encoding="utf-8")
+            else:
+                _keep_through(self.path, resume_step)
+                self._file = open(self.path, "a", encoding="utf-8")
         if tensorboard:
             purge = None if resume_step is None else resume_step + 1
             self._writer = _summary_writer(Path(run_dir) / TENSORBOARD, purge)
@@ -76,8 +79,12 @@ class MetricsLogger:
         values = {name: _plain(value) for name, value in metrics.items()}
         line = {"step": int(step), "time": round(time.time(), 3), "split": split,
                 **{name: _json_value(value) for name, value in values.items()}}
-        self._file.write(json.dumps(line) + "\n")
-        self._file.flush()  # a crash loses at most the line being written
+        text = json.dumps(line) + "\n"
+        self._write_failed = True  # until the line is on its way
+        with reporting_storage(self.path, len(text)):
+            self._file.write(text)
+            self._file.flush()  # a crash loses at most the line being written
+        self._write_failed = False
         scalars = tagged_scalars(values, split)
         if self._writer is not None:
             for tag, value in scalars.items():
@@ -92,10 +99,15 @@ class MetricsLogger:
 
     def close(self, manifest: Mapping[str, Any] | None = None) -> None:
         """Flush and close the files, give the trackers the final `manifest` (when there is one)
-        and finish them with its outcome; safe to call twice."""
+        and finish them with its outcome; safe to call twice. After a write that failed (a full
+        disk, already raised) the unwritten rest of the line is dropped without a second error."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError:
+                if not self._write_failed:
+                    raise
         if self._writer is not None:
             self._writer.close()
             self._writer = None

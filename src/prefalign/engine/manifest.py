@@ -14,6 +14,7 @@ import math
 import platform
 import socket
 import subprocess
+import sys
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
@@ -22,6 +23,8 @@ from typing import Any
 
 from prefalign.atomic import write_json_atomic
 from prefalign.config import Config
+from prefalign.integrity import CorruptStateError
+from prefalign.storage import StorageError
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -80,10 +83,35 @@ def finish_manifest(run_dir: Path, outcome: str, **fields: Any) -> dict:
     return update_manifest(run_dir, outcome=outcome, finished_at=utc_now(), **fields)
 
 
+def record_failure(run_dir: Path, error: BaseException) -> dict | None:
+    """Finish the manifest as "interrupted" (KeyboardInterrupt) or "failed: REASON" and return
+    it; when even that write fails (the disk is full), say so on stderr instead of hiding
+    `error`, and return None."""
+    if isinstance(error, KeyboardInterrupt):
+        outcome = "interrupted"
+    elif isinstance(error, CorruptStateError | StorageError):  # their messages name the file
+        outcome = f"failed: {error}"
+    else:
+        outcome = f"failed: {type(error).__name__}: {error}"
+    try:
+        return finish_manifest(run_dir, outcome)
+    except (OSError, ValueError) as failure:
+        print(f"prefalign: could not record the outcome in {Path(run_dir) / MANIFEST}: "
+              f"{failure}", file=sys.stderr)
+        return None
+
+
 def read_manifest(run_dir: Path) -> dict:
-    """The manifest of `run_dir` as a dict."""
+    """The manifest of `run_dir` as a dict; CorruptStateError when it is not a JSON object."""
     path = Path(run_dir) / MANIFEST
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise CorruptStateError(f"{path} is not readable JSON ({error}); a resume without it "
+                                "(moved aside) starts a new one") from error
+    if not isinstance(manifest, dict):
+        raise CorruptStateError(f"{path} does not hold a JSON object")
+    return manifest
 
 
 def utc_now() -> str:

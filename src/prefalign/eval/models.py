@@ -2,7 +2,7 @@
 
 The reference is what the run started from (base weights plus any starting adapter, as in
 training), unless the caller names another model. The policy is the run's `final/` directory,
-loaded with `from_pretrained` from safetensors only.
+loaded with `from_pretrained` from safetensors only, once its files match their SHA256SUMS.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from prefalign.config import Config, config_from_dict
 from prefalign.engine.manifest import MANIFEST, read_manifest
 from prefalign.engine.models.load import DTYPES, load_reference_model
+from prefalign.integrity import require_checksums
 
 if TYPE_CHECKING:
     from torch import nn
@@ -32,7 +33,8 @@ class RunFiles:
 
 
 def read_run(run_dir: str | Path) -> RunFiles:
-    """The run at `run_dir`; FileNotFoundError when it has no manifest or no final/ model."""
+    """The run at `run_dir`; FileNotFoundError when it has no manifest or no final/ model,
+    CorruptStateError when a final/ file fails its checksum."""
     run_dir = Path(run_dir)
     if not (run_dir / MANIFEST).is_file():
         raise FileNotFoundError(f"{run_dir}: not a run directory (no {MANIFEST})")
@@ -42,6 +44,7 @@ def read_run(run_dir: str | Path) -> RunFiles:
             f"{run_dir}: has no {FINAL}/ model (the run did not finish; `prefalign train ... "
             f"--resume` completes it)"
         )
+    require_checksums(final_dir)
     manifest = read_manifest(run_dir)
     return RunFiles(run_dir, config_from_dict(manifest["config"]), manifest, final_dir)
 

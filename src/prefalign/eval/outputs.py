@@ -1,6 +1,7 @@
 """Write an evaluation's files atomically: eval.json, pairs.csv, generations.jsonl, and the
 report (report.html, summary.md). Each file is written to a temporary name and renamed, so a
-crash leaves either the previous file or the new one, never half of one."""
+crash leaves either the previous file or the new one, never half of one; a full disk is a
+one-line `StorageError` naming the file and its size."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from prefalign.atomic import atomic_open
+from prefalign.atomic import write_json_atomic, write_text_atomic
 from prefalign.engine.logger import read_metrics
+from prefalign.storage import reporting_storage
 
 EVAL_JSON = "eval.json"
 PAIRS_CSV = "pairs.csv"
@@ -24,21 +26,18 @@ def write_outputs(out_dir: Path, results: dict, rows: Sequence[dict], run_dir: P
     from prefalign.eval.report import write_report
     from prefalign.eval.summary import render_summary
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with reporting_storage(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     clean = json_safe(results)
-    with atomic_open(out_dir / EVAL_JSON, "w") as handle:
-        json.dump(clean, handle, indent=2, ensure_ascii=False)
-        handle.write("\n")
+    write_json_atomic(clean, out_dir / EVAL_JSON)
     heldout = clean.get("heldout") or {}
     if heldout.get("per_pair"):
-        with atomic_open(out_dir / PAIRS_CSV, "w") as handle:
-            handle.write(pairs_csv(heldout["per_pair"]))
-    with atomic_open(out_dir / GENERATIONS, "w") as handle:
-        handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        write_text_atomic(pairs_csv(heldout["per_pair"]), out_dir / PAIRS_CSV)
+    write_text_atomic("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows),
+                      out_dir / GENERATIONS)
     metrics_rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").is_file() else []
     write_report(out_dir, clean, metrics_rows, list(rows))
-    with atomic_open(out_dir / "summary.md", "w") as handle:
-        handle.write(render_summary(clean))
+    write_text_atomic(render_summary(clean), out_dir / "summary.md")
 
 
 def pairs_csv(columns: dict[str, list]) -> str:

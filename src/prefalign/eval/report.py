@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from prefalign.atomic import atomic_open
+from prefalign.atomic import write_text_atomic
 from prefalign.eval import plots
 from prefalign.eval.formatting import (
     MISSING,
@@ -93,9 +93,7 @@ def write_report(out_dir: str | os.PathLike[str], results: Mapping[str, Any],
                  generations: Sequence[Mapping[str, Any]]) -> Path:
     """Render and write `out_dir/report.html` atomically; returns its path."""
     path = Path(out_dir) / REPORT
-    text = render_report(results, metrics_rows, generations)
-    with atomic_open(path) as handle:
-        handle.write(text)
+    write_text_atomic(render_report(results, metrics_rows, generations), path)
     return path
 
 

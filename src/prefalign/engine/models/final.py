@@ -7,7 +7,10 @@ tokenizer and chat template beside it.
 - LoRA, merge=True, or a base that transformers cannot reload from the adapter config (a GGUF
   file, or a model with no path): the adapter merged into a copy of the base, saved as a full
   model; the adapter itself goes to `final/adapter/`.
-The directory is assembled beside `out_dir` and renamed into place, so it is whole or absent.
+The directory is assembled beside `out_dir` and renamed into place, so it is whole or absent,
+with a SHA256SUMS file (`sha256sum -c` format) over every other file, which `prefalign verify`
+and the evaluation check before using it. A full disk or a denied write is raised as a
+`StorageError` naming `out_dir` and the bytes it needed.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from torch import nn
 
 from prefalign.atomic import replace_dir
 from prefalign.engine.forward.model_parts import causal_lm_of
+from prefalign.integrity import write_checksums
+from prefalign.storage import reporting_storage
 
 ADAPTER_SUBDIR = "adapter"
 
@@ -40,19 +45,21 @@ def save_final(
     """
     out_dir = Path(out_dir)
     staging = out_dir.with_name(f".tmp-{out_dir.name}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        kind, adapter, note = _write_model(policy, staging, merge=merge,
-                                           base_is_gguf=base_is_gguf)
-        tokenizer.save_pretrained(str(staging))
-        files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
-        for name in files:
-            _fsync(staging / name)
-        replace_dir(staging, out_dir)
-    except BaseException:
+    with reporting_storage(out_dir, lambda: _saved_bytes(policy, merge)):
         shutil.rmtree(staging, ignore_errors=True)
-        raise
+        staging.mkdir(parents=True)
+        try:
+            kind, adapter, note = _write_model(policy, staging, merge=merge,
+                                               base_is_gguf=base_is_gguf)
+            tokenizer.save_pretrained(str(staging))
+            write_checksums(staging)
+            files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+            for name in files:
+                _fsync(staging / name)
+            replace_dir(staging, out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     if note:
         print(f"prefalign: {note}", file=sys.stderr)
     return {"path": str(out_dir), "kind": kind, "adapter": adapter, "files": files, "note": note}
@@ -115,6 +122,15 @@ def _is_peft(policy: nn.Module) -> bool:
     return isinstance(policy, PeftModel)
 
 
+def _saved_bytes(policy: nn.Module, merge: bool) -> int:
+    """About the bytes `final/` takes: the adapter alone, or every distinct tensor once
+    (tied weights share one; the merged model the base's size, its adapter on top)."""
+    adapter = sum(p.nbytes for p in policy.parameters() if p.requires_grad) \
+        if _is_peft(policy) else 0
+    if adapter and not merge:
+        return adapter
+    distinct = {t.data_ptr(): t.nbytes for t in policy.state_dict().values()}
+    return sum(distinct.values())
 
 
 def _fsync(path: Path) -> None:

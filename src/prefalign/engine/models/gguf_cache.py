@@ -3,7 +3,8 @@
 transformers parses and dequantizes a GGUF file on every `from_pretrained` (16-27 s for
 SmolLM2-135M on 2 cores). The first load saves the float32 weights and config under
 `$PREFALIGN_CACHE/models/<key>/` (key: the GGUF file's path, size, mtime and the transformers
-version, as for the tokenizer cache); later loads read that directory (about a second).
+version, as for the tokenizer cache); later loads read that directory (about a second), once
+its files match the SHA256SUMS written beside them (an entry that fails is rebuilt).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from prefalign.data.tokenizer import cache_root, gguf_cache_key
+from prefalign.integrity import check_checksums, write_checksums
 from prefalign.sources import ModelSource
+from prefalign.storage import storage_error
 
 logger = logging.getLogger(__name__)
 _COMPLETE = "COMPLETE"
@@ -33,7 +36,11 @@ def cached_gguf_dir(source: ModelSource) -> Path:
 def load_gguf_model(source: ModelSource, dtype: torch.dtype, **kwargs: Any) -> PreTrainedModel:
     """The dequantized model of a GGUF source in `dtype`, from the cache when it is there."""
     cached = cached_gguf_dir(source)
-    if (cached / _COMPLETE).is_file():
+    check = check_checksums(cached) if (cached / _COMPLETE).is_file() else None
+    if check is not None and not check.ok:  # damaged in place: never used, rebuilt
+        logger.warning("rebuilding the model cache %s: %s", cached, check.detail)
+        shutil.rmtree(cached, ignore_errors=True)
+    elif check is not None:
         try:
             return AutoModelForCausalLM.from_pretrained(
                 str(cached), dtype=dtype, use_safetensors=True, local_files_only=True, **kwargs
@@ -54,13 +61,19 @@ def load_gguf_model(source: ModelSource, dtype: torch.dtype, **kwargs: Any) -> P
 
 def _save_atomically(model: PreTrainedModel, target: Path) -> None:
     """save_pretrained into a temp dir beside `target`, then rename; failures only warn."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
+    staging = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
         model.save_pretrained(staging, safe_serialization=True)
+        write_checksums(staging)
         (staging / _COMPLETE).write_text("ok\n", encoding="utf-8")
         shutil.rmtree(target, ignore_errors=True)
         staging.replace(target)
-    except OSError as error:  # a read-only or full cache must not stop training
-        logger.warning("could not cache the dequantized model in %s: %s", target, error)
-        shutil.rmtree(staging, ignore_errors=True)
+    except Exception as error:  # a read-only or full cache must not stop training
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        found = storage_error(error, target)
+        if found is None and not isinstance(error, OSError):
+            raise
+        logger.warning("could not cache the dequantized model: %s", found or error)

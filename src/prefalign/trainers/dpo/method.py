@@ -7,23 +7,25 @@ the policy's own held-out log-probs at step 0 stand in (see `initial_eval_logps`
 
 from __future__ import annotations
 
+import dataclasses
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
-from prefalign.atomic import atomic_open
 from prefalign.config import ConfigError, SftSection
+from prefalign.engine.checked_tensors import read_checked, write_checked
 from prefalign.engine.forward.precision import policy_precision
 from prefalign.engine.forward.select import build_scorer
 from prefalign.engine.metrics import PairRecords, eval_metrics
+from prefalign.engine.models.load import load_reference_model
 from prefalign.losses import ConfiguredLoss, LossOutput, PairLogps, make_loss
 from prefalign.trainers.dpo.data import TokenizedSplit, make_batch, model_inputs, prepare_splits
 from prefalign.trainers.dpo.reference import Reference, build_reference
 from prefalign.trainers.loop.health import identity_loss
-from prefalign.trainers.loop.heldout import score_heldout
+from prefalign.trainers.loop.heldout import INITIAL_LOGPS, INITIAL_NAMES, score_heldout
 from prefalign.trainers.loop.method import Columns, Method
 
 if TYPE_CHECKING:
@@ -33,7 +35,6 @@ if TYPE_CHECKING:
     from prefalign.engine.models.load import LoadedModel
     from prefalign.trainers.loop.run import Run
 
-INITIAL_LOGPS = "initial-eval-logps.safetensors"
 _RECORD_FIELDS = tuple(PairRecords.__dataclass_fields__)
 
 
@@ -147,16 +148,30 @@ def pair_train_metrics(columns: Columns) -> dict[str, float]:
 
 
 def initial_eval_logps(run: Run, resuming: bool) -> PairLogps:
-    """The step-0 policy's held-out log-probs: read back when resuming, else scored and saved
-    in the run directory (so a resumed run compares against the same starting point)."""
+    """The step-0 policy's held-out log-probs, saved in the run directory with a sha256 of their
+    tensors: read back when resuming; a missing or damaged file is scored again from a fresh copy
+    of the starting model (the policy has moved on since), with a notice."""
     path = Path(run.run_dir) / INITIAL_LOGPS
-    if resuming and path.is_file():
-        tensors = load_file(str(path))
-        return PairLogps(tensors["chosen"], tensors["rejected"])
-    columns = score_heldout(run)
+    if not resuming:
+        columns = score_heldout(run)
+    else:
+        tensors, problem = read_checked(path, INITIAL_NAMES, len(run.splits["eval"]))
+        if tensors is not None:
+            return PairLogps(tensors["chosen"], tensors["rejected"])
+        if run.is_main:
+            print(f"prefalign: {path}: {problem}; scoring the starting model again",
+                  file=sys.stderr)
+        columns = _score_starting_model(run)
     logps = PairLogps(columns["policy_chosen"].float(), columns["policy_rejected"].float())
     if run.accelerator.is_main_process:
         tensors = {"chosen": logps.chosen.contiguous(), "rejected": logps.rejected.contiguous()}
-        with atomic_open(path, "wb") as handle:
-            handle.write(save(tensors))
+        write_checked(path, tensors)
     return logps
+
+
+def _score_starting_model(run: Run) -> Columns:
+    """Score the held-out split with a fresh copy of the model the run started from: base
+    weights, starting adapter merged."""
+    model = load_reference_model(run.config.model, expected_hash=run.loaded.weight_hash)
+    scorer = build_scorer(model.to(run.accelerator.device), run.config.train)
+    return score_heldout(dataclasses.replace(run, scorer=scorer, sharded=False))

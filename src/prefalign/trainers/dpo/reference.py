@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,7 @@ from prefalign.engine.forward.precision import forward_precision, reference_auto
 from prefalign.engine.forward.select import build_scorer
 from prefalign.engine.models.load import load_reference_model
 from prefalign.losses import PairLogps
-from prefalign.trainers.dpo.refcache import CachePlan, plan_cache, read_cache, write_cache
+from prefalign.trainers.loop.refcache import CachePlan, plan_cache, read_cache, write_cache
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -120,7 +121,8 @@ class PrecomputedReference(Reference):
 
     def describe(self) -> dict[str, Any]:
         splits = {
-            name: {"cache": str(plan.path), "key_sha256": plan.key_digest, "reused": plan.reusable}
+            name: {"cache": str(plan.path), "key_sha256": plan.key_digest, "reused": plan.reusable,
+                   **({"recomputed_because": plan.problem} if plan.problem else {})}
             for name, plan in self.plans.items()
         }
         return {"strategy": self.strategy, "autocast": self.autocast, "splits": splits}
@@ -177,6 +179,11 @@ def build_precomputed(
     missing = [name for name, plan in plans.items() if not plan.reusable]
     computes = accelerator is None or accelerator.is_local_main_process
     autocast = reference_autocast(config)
+    if computes:
+        for plan in plans.values():
+            if plan.problem is not None:
+                print(f"prefalign: reference cache {plan.path} ({plan.split}) is not reused: "
+                      f"{plan.problem}; recomputing it", file=sys.stderr)
     if missing and computes:
         device = accelerator.device if accelerator is not None else _device_of(loaded.model)
         with starting_policy(config, loaded, device) as scorer:

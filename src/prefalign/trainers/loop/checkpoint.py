@@ -7,12 +7,15 @@ Layout of `run_dir/checkpoints/step-N/`:
   scheduler.json (scheduler.pt as fallback)  scheduler.state_dict()
   rng.pt                                     python, numpy, torch CPU and CUDA generator states
   position.json                              the loop's data position (step, epoch, batch, ...)
-  COMPLETE                                   written last: step, kind and every file's size
+  COMPLETE                                   written last: step, kind, every file's size and sha256
 
 A checkpoint is assembled in `checkpoints/.tmp-step-N` (each file fsynced) and renamed into place,
 so a crash while saving leaves the previous checkpoint untouched. `latest_checkpoint` picks only
 directories whose COMPLETE marker lists files that are all present at their recorded sizes, which
-also rules out half-copied run directories. Nothing is unpickled: torch files load weights_only.
+also rules out half-copied run directories; `verify_checkpoint` also checks every file's sha256,
+and `load_checkpoint` loads nothing that fails it (a file damaged in place keeps its size).
+Nothing is unpickled: torch files load weights_only. A full disk or a denied write while saving
+is raised as a `StorageError` naming the checkpoint and the bytes it needed.
 
 A sharded policy (`train.fsdp`) is saved from whole tensors gathered beforehand on every process
 (`sharding.full_model_state` / `full_optimizer_state`, passed as `weights` / `optimizer_state`),
@@ -23,19 +26,29 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
 import time
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_model, save_file, save_model
 from torch import nn
 
 from prefalign.atomic import replace_dir, write_json_atomic
+from prefalign.engine.state_files import (
+    first_line,
+    read_json,
+    safetensors_load,
+    tensor_bytes,
+    torch_load,
+    torch_save,
+)
+from prefalign.integrity import Check, CorruptStateError, file_problem, sha256_file
+from prefalign.storage import reporting_storage
+from prefalign.trainers.loop.rng import capture_rng, restore_rng
 from prefalign.trainers.loop.sharding import (
     is_sharded,
     load_full_model_state,
@@ -70,22 +83,24 @@ def save_checkpoint(
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
     root = Path(run_dir) / CHECKPOINTS
-    root.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(root)
-    staging = root / f".tmp-step-{step}"
-    staging.mkdir()
-    try:
-        kind = _write_weights(staging, policy, weights)
-        _write_optimizer(staging, optimizer, optimizer_state)
-        _write_scheduler(staging, scheduler)
-        _write_rng(staging)
-        write_json_atomic(position, staging / "position.json")
-        _write_marker(staging, step, kind)
-        target = _publish(staging, root / f"step-{step}")
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    _prune(root, keep_last, keep=target)
+    target = root / f"step-{step}"
+    with reporting_storage(target, _bytes_of(policy, weights, optimizer, optimizer_state)):
+        root.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(root)
+        staging = root / f".tmp-step-{step}"
+        staging.mkdir()
+        try:
+            kind = _write_weights(staging, policy, weights)
+            _write_optimizer(staging, optimizer, optimizer_state)
+            _write_scheduler(staging, scheduler)
+            _write_rng(staging)
+            write_json_atomic(position, staging / "position.json")
+            _write_marker(staging, step, kind)
+            _publish(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _prune(root, keep_last, keep=target)
     return target
 
 
@@ -105,20 +120,51 @@ def load_checkpoint(
     """Restore weights, optimizer, scheduler and RNG states from `path`; return the position.
 
     Pass freshly built objects of the same shape as at save time (same parameters, same order);
-    `optimizer` / `scheduler` may be None to restore weights only.
+    `optimizer` / `scheduler` may be None to restore weights only. Every file is verified
+    against the COMPLETE marker first: a CorruptStateError, and nothing loaded, if one fails.
     """
     path = Path(path)
+    check = verify_checkpoint(path)
+    if not check.ok:
+        raise CorruptStateError(f"{path} is not a complete checkpoint: {check.detail}")
     marker = _read_marker(path)
-    if marker is None:
-        raise ValueError(f"{path} is not a complete checkpoint (missing or mismatched {MARKER})")
+    assert marker is not None  # verified just above
     sharded = is_sharded(policy)
     _load_weights(path, policy, marker["kind"], sharded)
     if optimizer is not None:
         _load_optimizer(path, policy, optimizer, sharded)
     if scheduler is not None:
         scheduler.load_state_dict(_read_scheduler(path))
-    _restore_rng(torch.load(path / "rng.pt", map_location="cpu", weights_only=True))
-    return json.loads((path / "position.json").read_text(encoding="utf-8"))
+    restore_rng(torch_load(path / "rng.pt"))
+    return read_json(path / "position.json")
+
+
+def verify_checkpoint(path: Path) -> Check:
+    """Whether `path` is a whole checkpoint: its COMPLETE marker is readable (and names this
+    step, for a `step-N` directory), and every file it lists has the recorded size and sha256.
+    Checkpoints saved before digests were recorded pass on their sizes, and the detail says so."""
+    path = Path(path)
+    try:
+        marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
+        files, digests, step = dict(marker["files"]), marker.get("sha256"), marker["step"]
+    except FileNotFoundError:
+        return Check(path, False, f"no {MARKER} marker (the save did not finish, or the "
+                                  "directory was copied without it)")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return Check(path, False, f"its {MARKER} marker is unreadable ({error})")
+    named = _STEP_DIR.match(path.name)
+    if named and int(named.group(1)) != step:
+        return Check(path, False, f"its {MARKER} marker names step {step}")
+    for name, size in files.items():
+        if digests is not None and name not in digests:
+            return Check(path, False, f"its {MARKER} marker has no sha256 for {name}")
+        problem = file_problem(path / name, size, None if digests is None else digests[name])
+        if problem is not None:
+            return Check(path, False, problem)
+    if digests is None:
+        return Check(path, True, f"{len(files)} files at their recorded sizes (saved without "
+                                 "sha256 digests, so only sizes were checked)")
+    return Check(path, True, f"{len(files)} files match their sha256")
 
 
 def checkpoint_step(path: Path) -> int:
@@ -170,8 +216,7 @@ def _tied_names(policy: nn.Module) -> list[list[str]]:
 
 def _write_optimizer(directory: Path, optimizer: torch.optim.Optimizer,
                      state: dict[str, Any] | None) -> None:
-    torch.save(optimizer.state_dict() if state is None else state, directory / "optimizer.pt")
-    _fsync(directory / "optimizer.pt")
+    torch_save(optimizer.state_dict() if state is None else state, directory / "optimizer.pt")
 
 
 def _write_scheduler(directory: Path, scheduler: Any) -> None:
@@ -181,21 +226,21 @@ def _write_scheduler(directory: Path, scheduler: Any) -> None:
     try:
         text = json.dumps(state, allow_nan=False)
     except (TypeError, ValueError):  # tensors or callables' state: keep them as torch data
-        torch.save(state, directory / "scheduler.pt")
-        _fsync(directory / "scheduler.pt")
+        torch_save(state, directory / "scheduler.pt")
         return
     (directory / "scheduler.json").write_text(text, encoding="utf-8")
     _fsync(directory / "scheduler.json")
 
 
 def _write_rng(directory: Path) -> None:
-    torch.save(_capture_rng(), directory / "rng.pt")
-    _fsync(directory / "rng.pt")
+    torch_save(capture_rng(), directory / "rng.pt")
 
 
 def _write_marker(directory: Path, step: int, kind: str) -> None:
-    files = {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file()}
-    marker = {"step": step, "kind": kind, "time": time.time(), "files": files}
+    written = [p for p in sorted(directory.iterdir()) if p.is_file()]
+    files = {p.name: p.stat().st_size for p in written}
+    digests = {p.name: sha256_file(p) for p in written}
+    marker = {"step": step, "kind": kind, "time": time.time(), "files": files, "sha256": digests}
     (directory / MARKER).write_text(json.dumps(marker, indent=2), encoding="utf-8")
     _fsync(directory / MARKER)
     _fsync_dir(directory)
@@ -222,11 +267,25 @@ def _fsync_dir(path: Path) -> None:
 # --- publishing, discovery, pruning ---
 
 
-def _publish(staging: Path, target: Path) -> Path:
+def _publish(staging: Path, target: Path) -> None:
     """Rename the staging dir onto `target`; an existing `target` (same step) is replaced."""
     replace_dir(staging, target)
     _fsync_dir(target.parent)
-    return target
+
+
+def _bytes_of(policy: nn.Module, weights: dict | None, optimizer: torch.optim.Optimizer,
+              optimizer_state: dict | None) -> Callable[[], int]:
+    """Counts, when asked, the bytes of the tensors a checkpoint holds (its size, nearly)."""
+    def count() -> int:
+        if weights is not None:
+            model = tensor_bytes(weights)
+        elif _is_peft(policy):
+            model = sum(p.nbytes for p in policy.parameters() if p.requires_grad)
+        else:  # tied tensors are stored once
+            model = tensor_bytes({t.data_ptr(): t for t in policy.state_dict().values()})
+        state = optimizer.state_dict() if optimizer_state is None else optimizer_state
+        return model + tensor_bytes(state)
+    return count
 
 
 def _complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
@@ -282,11 +341,15 @@ def _load_weights(directory: Path, policy: nn.Module, kind: str, sharded: bool) 
         return
     device = next(policy.parameters()).device
     if not lora:
-        load_model(policy, str(directory / FULL_WEIGHTS), strict=True, device=str(device))
+        try:
+            load_model(policy, str(directory / FULL_WEIGHTS), strict=True, device=str(device))
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise ValueError(f"{directory / FULL_WEIGHTS} does not fit this model: "
+                             f"{first_line(error)}") from error
         return
     from peft import set_peft_model_state_dict
 
-    adapter = load_file(str(directory / ADAPTER_WEIGHTS), device=str(device))
+    adapter = safetensors_load(directory / ADAPTER_WEIGHTS, device=str(device))
     result = set_peft_model_state_dict(policy, adapter)
     if result.unexpected_keys:
         raise ValueError(f"{directory}: adapter tensors the model does not have: "
@@ -296,7 +359,7 @@ def _load_weights(directory: Path, policy: nn.Module, kind: str, sharded: bool) 
 def _load_sharded_weights(directory: Path, policy: nn.Module, lora: bool) -> None:
     """Read the whole tensors on this process and load them into its shards."""
     if not lora:
-        weights = load_file(str(directory / FULL_WEIGHTS))
+        weights = safetensors_load(directory / FULL_WEIGHTS)
         for group in _tied_names(policy):
             kept = sorted(group)[0]
             weights.update({name: weights[kept] for name in group if kept in weights})
@@ -304,7 +367,7 @@ def _load_sharded_weights(directory: Path, policy: nn.Module, lora: bool) -> Non
         return
     from peft import get_peft_model_state_dict
 
-    saved = load_file(str(directory / ADAPTER_WEIGHTS))
+    saved = safetensors_load(directory / ADAPTER_WEIGHTS)
     # peft's names in the file -> the model's own names, through peft's renaming.
     live = policy.state_dict(keep_vars=True)
     name_of = {id(tensor): name for name, tensor in live.items()}
@@ -319,7 +382,7 @@ def _load_sharded_weights(directory: Path, policy: nn.Module, lora: bool) -> Non
 
 def _load_optimizer(directory: Path, policy: nn.Module, optimizer: torch.optim.Optimizer,
                     sharded: bool) -> None:
-    state = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)
+    state = torch_load(directory / "optimizer.pt")
     groups = state.get("param_groups", [])
     names = [*state.get("state", {}), *(name for group in groups for name in group["params"])]
     by_name = any(isinstance(name, str) for name in names)  # else positions (state_dict())
@@ -335,61 +398,7 @@ def _load_optimizer(directory: Path, policy: nn.Module, optimizer: torch.optim.O
 
 def _read_scheduler(directory: Path) -> dict:
     if (directory / "scheduler.json").exists():
-        return json.loads((directory / "scheduler.json").read_text(encoding="utf-8"))
+        return read_json(directory / "scheduler.json")
     if (directory / "scheduler.pt").exists():
-        return torch.load(directory / "scheduler.pt", map_location="cpu", weights_only=True)
+        return torch_load(directory / "scheduler.pt")
     raise ValueError(f"{directory} has no scheduler state (saved with scheduler=None)")
-
-
-# --- random number generators ---
-
-
-def _capture_rng() -> dict[str, Any]:
-    version, internal, gauss = random.getstate()
-    state: dict[str, Any] = {
-        "python": {"version": version, "state": list(internal), "gauss": gauss},
-        "torch": torch.get_rng_state(),
-    }
-    numpy_state = _numpy_state()
-    if numpy_state is not None:
-        state["numpy"] = numpy_state
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    python = state["python"]
-    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "numpy" in state:
-        _set_numpy_state(state["numpy"])
-    cuda = state.get("cuda")
-    if cuda and torch.cuda.is_available():
-        if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
-        else:
-            warnings.warn(f"checkpoint has {len(cuda)} CUDA generator states but "
-                          f"{torch.cuda.device_count()} devices are visible; not restored",
-                          stacklevel=3)
-
-
-def _numpy_state() -> dict[str, Any] | None:
-    try:
-        import numpy as np
-    except ImportError:
-        return None
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    # A tensor, not an ndarray: weights_only loading refuses numpy arrays.
-    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
-
-
-def _set_numpy_state(state: dict[str, Any]) -> None:
-    try:
-        import numpy as np
-    except ImportError:
-        return
-    keys = state["keys"].numpy().astype(np.uint32)
-    np.random.set_state((state["name"], keys, state["pos"], state["has_gauss"],
-                         state["cached_gaussian"]))

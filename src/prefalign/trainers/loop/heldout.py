@@ -6,20 +6,29 @@ per-example numbers are gathered and put back in split order before the method's
 differ in size; a sharded policy (`train.fsdp`) gathers its parameters in every forward, so
 there every process runs the same number of batches, the shorter shares topped up with batches
 whose results are dropped.
+
+The step-0 log-probs that reference-free losses compare against (`INITIAL_LOGPS`, written by the
+DPO method) carry a sha256 of their tensors; `verify_initial_logps` checks that file.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
+from prefalign.engine.checked_tensors import read_checked
 from prefalign.engine.forward.gather import eval_mode
+from prefalign.integrity import Check
 from prefalign.trainers.loop.method import Columns
 from prefalign.trainers.loop.step import concat_columns, gather_columns
 
 if TYPE_CHECKING:
     from prefalign.trainers.loop.run import Run
+
+INITIAL_LOGPS = "initial-eval-logps.safetensors"
+INITIAL_NAMES = ("chosen", "rejected")
 
 
 def score_heldout(run: Run, split_name: str = "eval") -> Columns:
@@ -53,6 +62,16 @@ def score_heldout(run: Run, split_name: str = "eval") -> Columns:
 def evaluate(run: Run) -> dict[str, float]:
     """The held-out metrics (unprefixed names) of the policy as it is now."""
     return run.method.eval_metrics(run, score_heldout(run))
+
+
+def verify_initial_logps(path: Path) -> Check:
+    """The verdict on a run's initial-eval-logps file (absent is fine: a resume rescores)."""
+    if not path.is_file():
+        return Check(path, True, "absent")
+    tensors, problem = read_checked(path, INITIAL_NAMES, None)
+    if tensors is None:
+        return Check(path, False, str(problem))
+    return Check(path, True, f"{len(tensors['chosen'])} pairs match their sha256")
 
 
 def batch_rounds(pairs: int, world: int, batch_size: int) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from prefalign.config import Config
 from prefalign.engine import heap
 from prefalign.engine.forward.onednn import cpu_matmul
-from prefalign.engine.manifest import finish_manifest, update_manifest
+from prefalign.engine.manifest import finish_manifest, record_failure, update_manifest
 from prefalign.engine.models.final import save_final
 from prefalign.engine.process import cap_kernel_caches
 from prefalign.trainers.loop.checkpoint import save_checkpoint
@@ -183,7 +183,7 @@ def _announce(run: Run, position: Position, progress: Progress) -> None:
     if run.resumed_from is not None:
         progress.write(f"resuming from {run.resumed_from} (step {position.global_step})")
     elif run.resume_requested:
-        progress.write(f"nothing to resume in {run.run_dir} (no complete checkpoint); "
+        progress.write(f"nothing to resume in {run.run_dir} (no verified checkpoint); "
                        "starting from step 0")
 
 
@@ -235,9 +235,7 @@ def _abort(run: Run, progress: Progress, error: BaseException) -> None:
     progress.close()
     manifest = None
     if run.is_main:
-        kind = "interrupted" if isinstance(error, KeyboardInterrupt) else \
-            f"failed: {type(error).__name__}: {error}"
-        manifest = finish_manifest(run.run_dir, kind)
+        manifest = record_failure(run.run_dir, error)
     if run.logger is not None:  # after the manifest: the trackers get its final state
         run.logger.close(manifest)
     _release(run)

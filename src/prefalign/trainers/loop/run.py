@@ -29,7 +29,7 @@ from prefalign.trainers.loop.batches import (
     micro_batch_indices,
     steps_per_epoch,
 )
-from prefalign.trainers.loop.checkpoint import latest_checkpoint, load_checkpoint
+from prefalign.trainers.loop.checkpoint import load_checkpoint
 from prefalign.trainers.loop.method import Method, Split
 from prefalign.trainers.loop.optim import build_optimizer, build_scheduler, follow_schedule
 from prefalign.trainers.loop.rundir import (
@@ -42,6 +42,7 @@ from prefalign.trainers.loop.rundir import (
 )
 from prefalign.trainers.loop.sharding import full_model_state, shard
 from prefalign.trainers.loop.stopping import EarlyStopping, metric_key
+from prefalign.trainers.loop.verify import resume_checkpoint
 
 
 @dataclass
@@ -133,9 +134,11 @@ def check_run_config(config: Config) -> None:
                               "evaluations; set data.eval and train.eval_every > 0")
 
 
-def check_run_dir(run_dir: Path, resume: bool, config: Config | None = None) -> Path | None:
-    """The checkpoint to resume from, or None for a fresh start; refuses to overwrite a run and
-    raises RunFinished when asked to resume one that finished under the same config."""
+def check_run_dir(run_dir: Path, resume: bool, config: Config | None = None,
+                  announce: bool = True) -> Path | None:
+    """The checkpoint to resume from (the newest verified one: `announce` warns of each newer
+    one skipped), or None for a fresh start; refuses to overwrite a run and raises RunFinished
+    when asked to resume one that finished under the same config."""
     has_manifest = (run_dir / MANIFEST).exists()
     if has_manifest and not resume:
         raise RunDirError(f"{run_dir} already holds a run ({MANIFEST}); pass --resume to "
@@ -143,7 +146,7 @@ def check_run_dir(run_dir: Path, resume: bool, config: Config | None = None) -> 
     finished = finished_outcome(run_dir, config.to_dict()) if resume and config else None
     if finished is not None:
         raise RunFinished(run_dir, finished)
-    return latest_checkpoint(run_dir) if resume else None
+    return resume_checkpoint(run_dir, announce=announce) if resume else None
 
 
 def make_accelerator(config: Config) -> Any:
@@ -196,7 +199,8 @@ def open_run(config: Config, method: Method, resume: bool) -> tuple[Run, Positio
     run_dir = run_directory(config)
     lock, created = claim(run_dir) if accelerator.is_main_process else (None, False)
     try:
-        checkpoint = check_run_dir(run_dir, resume, config)
+        checkpoint = check_run_dir(run_dir, resume, config,
+                                   announce=accelerator.is_main_process)
         accelerator.wait_for_everyone()  # every process has checked before the main one writes
         run, position = _build(config, method, accelerator, run_dir, checkpoint)
         run.resume_requested, run.lock = resume, lock

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from prefalign.config import ConfigError
-from prefalign.engine.manifest import MANIFEST
+from prefalign.engine.manifest import MANIFEST, read_manifest
 
 try:
     import fcntl
@@ -96,9 +96,8 @@ def remove_unstarted(run_dir: Path, created: bool) -> None:
 
 def finished_outcome(run_dir: Path, config: dict[str, Any]) -> dict[str, Any] | None:
     """The manifest of a run that finished under `config` (its resolved dict), or None."""
-    path = run_dir / MANIFEST
-    if not path.is_file():
+    if not (run_dir / MANIFEST).is_file():
         return None
-    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest = read_manifest(run_dir)  # CorruptStateError names a damaged one
     same = manifest.get("config") == json.loads(json.dumps(config))
     return manifest if manifest.get("outcome") in FINISHED and same else None

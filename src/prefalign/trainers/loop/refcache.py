@@ -7,7 +7,9 @@ numbers: the base weights (hash), dtype, tokenizer, chat template, the split's d
 truncation settings, the starting adapter and, when reference forwards run under autocast
 (`reference.precision: policy`), its dtype (a part left out otherwise, so float32 caches made
 before it existed stay valid). Paths and file names are deliberately left out, so a moved model
-or data file still hits the cache.
+or data file still hits the cache. The metadata also holds a sha256 of the four tensors: a file
+whose numbers fail it (damaged in place) is never reused, but recomputed (`CachePlan.problem`
+says why).
 """
 
 from __future__ import annotations
@@ -19,18 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save
 
-from prefalign.atomic import atomic_open
 from prefalign.config import Config
 from prefalign.data.tokenizer import cache_root, tokenizer_identity
+from prefalign.engine.checked_tensors import read_checked, read_metadata, write_checked
 from prefalign.engine.forward.precision import reference_autocast
+from prefalign.integrity import Check, CorruptStateError
 from prefalign.losses import PairLogps
 
 if TYPE_CHECKING:
     from prefalign.engine.models.load import LoadedModel
-    from prefalign.trainers.dpo.data import TokenizedSplit
+    from prefalign.trainers.loop.method import Split as TokenizedSplit
 
 KEY_VERSION = "prefalign-reference-logps-v1"  # bump when the meaning of the numbers changes
 KEY_PARTS = ("version", "model", "dtype", "tokenizer", "chat_template", "data", "truncation",
@@ -46,13 +47,15 @@ class CacheMismatchError(ValueError):
 
 @dataclass(frozen=True)
 class CachePlan:
-    """Where one split's reference log-probs live and whether that file can be reused as is."""
+    """Where one split's reference log-probs live and whether that file can be reused as is;
+    `problem`: why a file found there is not reused (damaged, unreadable, other settings)."""
 
     split: str
     key: dict[str, Any]
     path: Path
     explicit: bool
     reusable: bool
+    problem: str | None = None
 
     @property
     def key_digest(self) -> str:
@@ -95,8 +98,9 @@ def default_cache_path(key: dict[str, Any]) -> Path:
 def plan_cache(config: Config, loaded: LoadedModel, split: TokenizedSplit) -> CachePlan:
     """Locate a split's cache; an explicit `reference.cache` file with another key is refused.
 
-    A default-location file with another key (a damaged file or a digest-prefix collision)
-    is simply recomputed and replaced.
+    A file with this key whose log-probs fail their checksum, and a default-location file
+    with another key or none readable (a damaged file or a digest-prefix collision), are
+    recomputed and replaced; the plan's `problem` says why.
     """
     key = reference_cache_key(config, loaded, split)
     explicit = config.reference.cache is not None
@@ -107,16 +111,23 @@ def plan_cache(config: Config, loaded: LoadedModel, split: TokenizedSplit) -> Ca
     found = read_cache_key(path)
     if explicit and found is not None and found != key:
         raise CacheMismatchError(mismatch_message(path, key, found))
-    return CachePlan(split.name, key, path, explicit, reusable=found == key)
+    problem = None
+    if found == key:
+        problem = read_checked(path, _TENSORS, len(split.tokenized))[1]
+    elif found is not None and "unreadable" in found:
+        problem = f"unreadable ({found['unreadable']})"
+    elif found is not None:
+        problem = "it holds log-probs for other settings"
+    return CachePlan(split.name, key, path, explicit, found == key and problem is None, problem)
 
 
 def read_cache_key(path: Path) -> dict[str, Any] | None:
-    """The key stored in a cache file; None when there is no file or it cannot be read."""
+    """The key stored in a cache file: None when there is no file, {"unreadable": why} when
+    it cannot be read."""
     if not path.is_file():
         return None
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            text = (handle.metadata() or {}).get(_METADATA_FIELD)
+        text = read_metadata(path).get(_METADATA_FIELD)
         return json.loads(text) if text is not None else {}
     except Exception as error:  # safetensors raises its own error types for damaged headers
         return {"unreadable": f"{type(error).__name__}: {error}"}
@@ -150,22 +161,35 @@ def write_cache(path: Path, key: dict[str, Any], logps: PairLogps) -> None:
         "chosen_count": _counts(logps.chosen_count),
         "rejected_count": _counts(logps.rejected_count),
     }
-    payload = save(tensors, metadata={_METADATA_FIELD: _canonical(key)})
-    with atomic_open(path, "wb") as handle:
-        handle.write(payload)
+    write_checked(path, tensors, {_METADATA_FIELD: _canonical(key)})
 
 
 def read_cache(path: Path, key: dict[str, Any], size: int) -> PairLogps:
-    """Read a cache file whose key must equal `key` and that must hold `size` pairs."""
+    """Read a cache file whose key must equal `key`, that must hold `size` pairs and whose
+    log-probs must match their checksum (else CacheMismatchError / CorruptStateError)."""
     found = read_cache_key(path)
     if found != key:
         raise CacheMismatchError(mismatch_message(path, key, found or {}))
-    tensors = load_file(str(path))
-    if set(tensors) != set(_TENSORS) or any(tensors[n].shape != (size,) for n in _TENSORS):
-        shapes = {name: tuple(t.shape) for name, t in tensors.items()}
-        raise CacheMismatchError(f"{path}: expected four ({size},) tensors {_TENSORS}, found "
-                                 f"{shapes}; delete the file to recompute it")
+    tensors, problem = read_checked(path, _TENSORS, size)
+    if tensors is None:
+        raise CorruptStateError(f"{path}: {problem}; delete the file to recompute it")
     return PairLogps(**{name: tensors[name] for name in _TENSORS})
+
+
+def verify_cache(path: Path, key_sha256: str | None = None) -> Check:
+    """A cache file's verdict: readable, four equal-length tensors matching their checksum,
+    and (given `key_sha256`, as a run manifest records it) made for that key."""
+    found = read_cache_key(path)
+    if found is None:
+        return Check(path, True, "absent (computed again when needed)")
+    if "unreadable" in found:
+        return Check(path, False, f"unreadable ({found['unreadable']})")
+    if key_sha256 is not None and key_digest(found) != key_sha256:
+        return Check(path, False, "it holds log-probs for other settings than the run's")
+    tensors, problem = read_checked(path, _TENSORS, None)
+    if tensors is None:
+        return Check(path, False, str(problem))
+    return Check(path, True, f"{len(tensors['chosen'])} pairs match their sha256")
 
 
 def _counts(counts: torch.Tensor | None) -> torch.Tensor:
