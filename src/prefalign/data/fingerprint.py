@@ -24,9 +24,19 @@ def fingerprint_pairs(
     pairs: Iterable[PreferencePair], options: Mapping[str, object] | None = None
 ) -> str:
     """Hex sha256 over (version, options, every pair's prompt messages, chosen, rejected) in order."""
+    return fingerprint_rows((pair_row(pair) for pair in pairs), options)
+
+
+def pair_row(pair: PreferencePair) -> bytes:
+    """The bytes a pair contributes to its fingerprint: canonical JSON of its content."""
+    prompt = [[m.role, m.content] for m in pair.prompt]
+    return _canonical([prompt, pair.chosen, pair.rejected])
+
+
+def fingerprint_rows(rows: Iterable[bytes], options: Mapping[str, object] | None = None) -> str:
+    """fingerprint_pairs from the pairs' `pair_row` bytes (stored rows need no decoding)."""
     digest = hashlib.sha256()
     digest.update(_canonical({"version": FINGERPRINT_VERSION, "options": dict(options or {})}))
-    for pair in pairs:
-        prompt = [[m.role, m.content] for m in pair.prompt]
-        digest.update(b"\n" + _canonical([prompt, pair.chosen, pair.rejected]))
+    for row in rows:
+        digest.update(b"\n" + row)
     return digest.hexdigest()
