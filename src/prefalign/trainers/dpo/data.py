@@ -6,7 +6,10 @@ seed, optionally balances response lengths and keeps the first `limit_train` pai
 `TokenizedSplit.tokenized` are the pair indices that batches, reference caches and checkpoints
 refer to; the fingerprint covers the kept pairs in that order and every option that shaped them.
 
-The order in which batches visit a split is the shared loop's (trainers/loop/batches.py).
+Loading and tokenising are skipped when the token cache (prefalign.data.token_cache) holds the
+sources tokenised this way; the split then indexes memory-mapped arrays instead of lists, and the
+steps after it are the same either way. The order in which batches visit a split is the shared
+loop's (trainers/loop/batches.py).
 """
 
 from __future__ import annotations
