@@ -97,8 +97,10 @@ def token_cache_key(
 
 
 def _library_versions() -> dict[str, str]:
-    return {name: importlib.metadata.version(name)
-            for name in ("prefalign", "transformers", "tokenizers")}
+    import prefalign  # its own version: also known when run from a checkout, uninstalled
+
+    return {"prefalign": prefalign.__version__,
+            **{name: importlib.metadata.version(name) for name in ("transformers", "tokenizers")}}
 
 
 def _file_sha256(path: Path) -> str:
