@@ -1,13 +1,14 @@
 """Time DPO's `prepare_splits` on generated pairs with the token cache cold and warm.
 
-For each size, writes that many generated TRL-format pairs (prompts of 20-120 words, replies of
-10-150, so some exceed max_length 512 and are truncated), then runs `prepare_splits` with the
-SmolLM2 tokenizer in a fresh process twice on one empty `$PREFALIGN_CACHE`: cold (loads,
-tokenises and writes the cache) and warm (reads it). Each process reports the seconds of
-`prepare_splits`, of the first 4-pair batch, and of one pass that builds every TokenizedPair,
-and its peak RSS before and after, and its RSS at the end. The tokenizer is converted once
-beforehand in a process of its own, and loaded (with torch) before timing starts.
-Usage: .venv/bin/python benchmarks/bench_token_cache.py [--sizes 10000 100000] [--cache-tokenized false]
+For each size, writes that many generated TRL-format pairs (prompts of 20-120 common words,
+replies of 10-150), then runs `prepare_splits` with the SmolLM2 tokenizer (max_length 512) in a
+fresh process twice on one empty `$PREFALIGN_CACHE`: cold (loads, tokenises and writes the
+cache) and warm (reads it). Each process reports the seconds of `prepare_splits`, of the first
+4-pair batch and of one pass that builds every TokenizedPair, its peak RSS before and after, its
+RSS at the end, and the size of the cache on disk. The tokenizer is converted once beforehand in
+a process of its own, and loaded (with torch) before timing starts.
+Usage: .venv/bin/python benchmarks/bench_token_cache.py [--sizes 10000 100000]
+       [--cache-tokenized false]
 """
 
 from __future__ import annotations
@@ -81,6 +82,12 @@ def measure(data: Path | None, cache_tokenized: bool) -> dict[str, object]:
             "token_cache": split.token_cache}
 
 
+def entry_mib(cache: Path) -> float:
+    """Size of everything under the token cache."""
+    files = (cache / "tokenized").rglob("*")
+    return sum(f.stat().st_size for f in files if f.is_file()) / 2**20
+
+
 def run_child(data: Path | None, cache: Path, cache_tokenized: bool) -> dict[str, object]:
     command = [sys.executable, __file__, "--child", str(data or "-"), "--cache-tokenized",
                str(cache_tokenized).lower()]
@@ -101,7 +108,7 @@ def main() -> int:
         print(json.dumps(measure(None if str(args.child) == "-" else args.child, enabled)))
         return 0
     print(f"{'pairs':>8} {'run':<5} {'prepare s':>9} {'1st batch s':>11} {'every pair s':>12} "
-          f"{'peak before':>11} {'peak MiB':>8} {'RSS after':>9} {'hit':>5}")
+          f"{'peak before':>11} {'peak MiB':>8} {'RSS after':>9} {'hit':>5} {'entry MiB':>9}")
     for size in args.sizes:
         with tempfile.TemporaryDirectory(prefix="prefalign-bench-tokcache-") as scratch:
             data, cache = Path(scratch) / "pairs.jsonl", Path(scratch) / "cache"
@@ -113,7 +120,7 @@ def main() -> int:
                 print(f"{row['pairs']:>8} {label:<5} {row['prepare_s']:>9.2f} "
                       f"{row['first_batch_s']:>11.4f} {row['every_pair_s']:>12.2f} "
                       f"{row['peak_before_mib']:>11.0f} {row['peak_mib']:>8.0f} "
-                      f"{row['rss_after_mib']:>9.0f} {hit!s:>5}",
+                      f"{row['rss_after_mib']:>9.0f} {hit!s:>5} {entry_mib(cache):>9.1f}",
                       flush=True)
     return 0
 

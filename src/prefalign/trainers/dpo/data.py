@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 class TokenizedSplit:
     """One split after every data decision: `pairs[i]` is the pair `tokenized[i]` encodes.
 
+    Both are lists, or, from the token cache, read-only sequences that build each item from
+    memory-mapped arrays when it is asked for (`prefalign.data.token_arrays`).
+
     counts: loaded, kept, dropped_overflow, prompt_truncated, response_truncated,
     chosen_shorter, chosen_longer, same_length (by response tokens, of the kept pairs), and
     left_out_by_balance / left_out_by_limit for the training split.
