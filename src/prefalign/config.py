@@ -85,7 +85,10 @@ class LoraSection:
 class DataSection:
     """train / eval: paths or `bundled:NAME`. limit_*: keep the first N pairs after shuffling
     (train) or in file order (eval). length_balance: keep as many pairs whose chosen reply is the
-    shorter as pairs where it is the longer (counters a length bias the audit flags)."""
+    shorter as pairs where it is the longer (counters a length bias the audit flags).
+    cache_tokenized: keep the loaded, tokenised pairs under `$PREFALIGN_CACHE/tokenized/`
+    (memory-mapped), keyed by the sources' bytes, tokenizer, template and truncation, so a
+    later run on the same data skips loading and tokenising (DPO and its relatives)."""
 
     train: tuple[str, ...] = ("bundled:hh-harmless-train",)
     eval: tuple[str, ...] = ("bundled:hh-harmless-heldout",)
@@ -98,6 +101,7 @@ class DataSection:
     limit_train: int | None = None
     limit_eval: int | None = None
     length_balance: bool = False
+    cache_tokenized: bool = True
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,11 @@ class PairFingerprint:
         self._digest.update(_canonical({"version": FINGERPRINT_VERSION, "options": dict(options or {})}))
 
     def add(self, pair: PreferencePair) -> None:
-        prompt = [[m.role, m.content] for m in pair.prompt]
-        self._digest.update(b"\n" + _canonical([prompt, pair.chosen, pair.rejected]))
+        self.add_row(pair_row(pair))
+
+    def add_row(self, row: bytes) -> None:
+        """A pair given as its `pair_row` bytes."""
+        self._digest.update(b"\n" + row)
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()
@@ -42,4 +45,18 @@ def fingerprint_pairs(
     fingerprint = PairFingerprint(options)
     for pair in pairs:
         fingerprint.add(pair)
+    return fingerprint.hexdigest()
+
+
+def pair_row(pair: PreferencePair) -> bytes:
+    """The bytes a pair contributes to its fingerprint: canonical JSON of its content."""
+    prompt = [[m.role, m.content] for m in pair.prompt]
+    return _canonical([prompt, pair.chosen, pair.rejected])
+
+
+def fingerprint_rows(rows: Iterable[bytes], options: Mapping[str, object] | None = None) -> str:
+    """fingerprint_pairs from the pairs' `pair_row` bytes (stored rows need no decoding)."""
+    fingerprint = PairFingerprint(options)
+    for row in rows:
+        fingerprint.add_row(row)
     return fingerprint.hexdigest()

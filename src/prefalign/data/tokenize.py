@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Names what tokenize_pairs makes of a pair; the token cache keys on it. Bump it whenever loading
+# or tokenising would give other pairs, ids or truncation for the same input.
+TOKENIZE_VERSION = "prefalign-tokenize-v1"
 IGNORE_INDEX = -100  # label of positions the loss skips (prompt and padding)
 # English runs ~4 characters per token, so max_length * 16 characters hold far more than
 # max_length tokens: the text the cap removes would have been cut as tokens anyway.

@@ -6,14 +6,18 @@ seed, optionally balances response lengths and keeps the first `limit_train` pai
 `TokenizedSplit.tokenized` are the pair indices that batches, reference caches and checkpoints
 refer to; the fingerprint covers the kept pairs in that order and every option that shaped them.
 
-The order in which batches visit a split is the shared loop's (trainers/loop/batches.py).
+Loading and tokenising are skipped when the token cache (prefalign.data.token_cache) holds the
+sources tokenised this way; the split then indexes memory-mapped arrays instead of lists, and the
+steps after it are the same either way. The order in which batches visit a split is the shared
+loop's (trainers/loop/batches.py).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +26,15 @@ import torch
 from prefalign.config import Config, ConfigError
 from prefalign.data.bundled import resolve_data_path
 from prefalign.data.collate import collate_pairs
-from prefalign.data.fingerprint import fingerprint_pairs
+from prefalign.data.fingerprint import fingerprint_rows, pair_row
 from prefalign.data.load import LoadOptions, load_pairs
+from prefalign.data.token_arrays import CachedPairs, TokenizedPairs, take
+from prefalign.data.token_cache import (
+    CacheOutcome,
+    TokenizedData,
+    cached_tokenize,
+    token_cache_key,
+)
 from prefalign.data.tokenize import TokenizedPair, TokenizeResult, TruncationOptions, tokenize_pairs
 from prefalign.data.tokenizer import tokenizer_identity
 from prefalign.data.types import PreferencePair
@@ -36,17 +47,22 @@ if TYPE_CHECKING:
 class TokenizedSplit:
     """One split after every data decision: `pairs[i]` is the pair `tokenized[i]` encodes.
 
+    Both are lists, or, from the token cache, read-only sequences that build each item from
+    memory-mapped arrays when it is asked for (`prefalign.data.token_arrays`).
+
     counts: loaded, kept, dropped_overflow, prompt_truncated, response_truncated,
     chosen_shorter, chosen_longer, same_length (by response tokens, of the kept pairs), and
     left_out_by_balance / left_out_by_limit for the training split.
     """
 
     name: str
-    pairs: list[PreferencePair]
-    tokenized: list[TokenizedPair]
+    pairs: Sequence[PreferencePair]
+    tokenized: Sequence[TokenizedPair]
     fingerprint: str
     counts: dict[str, int]
     warnings: list[str] = field(default_factory=list)
+    # {"key", "hit"} of the token cache entry used (see prefalign.data.token_cache), or None
+    token_cache: dict[str, object] | None = field(default=None, kw_only=True)
 
     def __len__(self) -> int:
         return len(self.tokenized)
@@ -61,7 +77,7 @@ class TokenizedSplit:
     def describe(self) -> dict[str, object]:
         """What the manifest records about this split."""
         return {"fingerprint": self.fingerprint, "counts": dict(self.counts),
-                "warnings": list(self.warnings)}
+                "warnings": list(self.warnings), "token_cache": self.token_cache}
 
 
 def prepare_splits(
@@ -91,30 +107,62 @@ def _prepare(
     rejects_dir: Path | None,
 ) -> TokenizedSplit:
     data = config.data
-    options = LoadOptions(data.format, data.on_error, data.preference_axis)
     rejects = rejects_dir / f"{name}-rejects.jsonl" if rejects_dir is not None else None
-    loaded = load_pairs([resolve_data_path(s) for s in sources], options, rejects_path=rejects)
-    truncation = truncation_options(config)
-    result = tokenize_pairs(loaded.pairs, tokenizer, truncation)
-    pairs = _kept_pairs(loaded.pairs, result, truncation)
-    counts = {"loaded": len(loaded.pairs), "dropped_overflow": len(result.dropped),
-              "prompt_truncated": result.counts["prompt_truncated"],
-              "response_truncated": result.counts["response_truncated"]}
-    warnings = [*loaded.warnings, *result.warnings]
-    order = list(range(len(pairs)))
+    paths = [resolve_data_path(s) for s in sources]
+    loaded, cache = _tokenized_data(config, tokenizer, paths, rejects)
+    counts, warnings = dict(loaded.counts), list(loaded.warnings)
+    order = list(range(len(loaded.tokenized)))
     if name == "train":
-        order = _train_order(order, result.pairs, config, counts, warnings)
+        order = _train_order(order, loaded.tokenized, config, counts, warnings)
     elif data.limit_eval is not None:
         counts["left_out_by_limit"] = max(0, len(order) - data.limit_eval)
         order = order[: data.limit_eval]
     if not order:
         raise ConfigError(f"data.{name}: no pairs left to use from {', '.join(sources)} "
-                          f"({loaded.summary()}; {len(result.dropped)} dropped as over-length)")
-    kept_pairs = [pairs[i] for i in order]
-    kept_tokens = [result.pairs[i] for i in order]
+                          f"({loaded.summary}; {counts['dropped_overflow']} dropped as "
+                          "over-length)")
+    kept_pairs = take(loaded.pairs, order)
+    kept_tokens = take(loaded.tokenized, order)
     counts.update(kept=len(order), **length_groups(kept_tokens))
-    fingerprint = fingerprint_pairs(kept_pairs, _fingerprint_options(config, tokenizer, name))
-    return TokenizedSplit(name, kept_pairs, kept_tokens, fingerprint, counts, warnings)
+    fingerprint = fingerprint_rows(_pair_rows(kept_pairs),
+                                   _fingerprint_options(config, tokenizer, name))
+    return TokenizedSplit(name, kept_pairs, kept_tokens, fingerprint, counts, warnings,
+                          token_cache=cache.describe() if cache is not None else None)
+
+
+def _tokenized_data(
+    config: Config, tokenizer: PreTrainedTokenizerBase, paths: list[Path], rejects: Path | None
+) -> tuple[TokenizedData, CacheOutcome | None]:
+    """Loaded and tokenised pairs, from the token cache when `data.cache_tokenized` allows."""
+    data = config.data
+    load = LoadOptions(data.format, data.on_error, data.preference_axis)
+    truncation = truncation_options(config)
+    build = partial(_load_and_tokenize, paths, load, tokenizer, truncation)
+    key = None
+    if data.cache_tokenized:
+        keeps_rejects = load.on_error == "skip" and rejects is not None
+        key = token_cache_key(paths, load, tokenizer, truncation, keeps_rejects)
+    if key is None:
+        return build(rejects), None
+    return cached_tokenize(key, build, rejects)
+
+
+def _load_and_tokenize(
+    paths: list[Path], load: LoadOptions, tokenizer: PreTrainedTokenizerBase,
+    truncation: TruncationOptions, rejects: Path | None,
+) -> TokenizedData:
+    loaded = load_pairs(paths, load, rejects_path=rejects)
+    result = tokenize_pairs(loaded.pairs, tokenizer, truncation)
+    counts = {"loaded": len(loaded.pairs), "dropped_overflow": len(result.dropped),
+              "prompt_truncated": result.counts["prompt_truncated"],
+              "response_truncated": result.counts["response_truncated"]}
+    return TokenizedData(_kept_pairs(loaded.pairs, result, truncation), result.pairs, counts,
+                         [*loaded.warnings, *result.warnings], loaded.summary())
+
+
+def _pair_rows(pairs: Sequence[PreferencePair]) -> Iterable[bytes]:
+    """Each pair's fingerprint row; cached pairs give theirs as stored, without decoding."""
+    return pairs.fingerprint_rows() if isinstance(pairs, CachedPairs) else map(pair_row, pairs)
 
 
 def _kept_pairs(
@@ -146,7 +194,7 @@ def _kept_pairs(
 
 def _train_order(
     order: list[int],
-    tokenized: list[TokenizedPair],
+    tokenized: Sequence[TokenizedPair],
     config: Config,
     counts: dict[str, int],
     warnings: list[str],
@@ -156,7 +204,7 @@ def _train_order(
     shuffled = list(order)
     random.Random(config.run.seed).shuffle(shuffled)
     if data.length_balance:
-        signs = [length_sign(tokenized[i]) for i in shuffled]
+        signs = length_signs(take(tokenized, shuffled))
         balanced = len(length_balance(signs))
         kept_positions = length_balance(signs, data.limit_train)
         counts["left_out_by_balance"] = len(shuffled) - balanced
@@ -178,8 +226,15 @@ def length_sign(pair: TokenizedPair) -> int:
     return (difference > 0) - (difference < 0)
 
 
+def length_signs(tokenized: Sequence[TokenizedPair]) -> list[int]:
+    """length_sign of each pair; cached pairs answer from their stored bounds, undecoded."""
+    if isinstance(tokenized, TokenizedPairs):
+        return tokenized.length_signs()
+    return [length_sign(p) for p in tokenized]
+
+
 def length_groups(tokenized: Sequence[TokenizedPair]) -> dict[str, int]:
-    signs = [length_sign(p) for p in tokenized]
+    signs = length_signs(tokenized)
     return {"chosen_shorter": signs.count(-1), "chosen_longer": signs.count(1),
             "same_length": signs.count(0)}
 
