@@ -186,13 +186,13 @@ def _account(counts: Counter[str]) -> str:
 
 def format_report(report: DistillReport) -> str:
     """The counts kept and dropped, what was written and its fingerprints."""
-    c = report.counts
+    c = Counter(report.counts)
     lines = [
         f"{c['prompts']} prompt(s): kept {c['kept']} pre-prompted answer(s) "
         f"({c['cut_off']} of them cut off at --max-new-tokens); dropped {c['not_better']} not "
         f"preferred to the plain answer, {c['unsafe']} below the safety threshold, "
-        f"{c['empty']} empty" + (f", {c['duplicates']} repeated" if c.get("duplicates") else ""),
-        f"wrote {c['kept'] - c.get('duplicates', 0)} SFT row(s) to {report.output} "
+        f"{c['empty']} empty" + (f", {c['duplicates']} repeated" if c["duplicates"] else ""),
+        f"wrote {c['kept'] - c['duplicates']} SFT row(s) to {report.output} "
         f"(fingerprint {report.fingerprints['sft']})",
     ]
     if report.pairs_output is not None:

@@ -169,7 +169,7 @@ def _account(counts: Counter[str]) -> str:
 
 def format_report(report: BuildReport, strategy: Strategy) -> str:
     """The counts, what was written and its fingerprint, for the terminal."""
-    c = report.counts
+    c = Counter(report.counts)
     skipped = ", ".join(f"{c[name]} {label}" for name, label in (
         ("tie", "tied within the margin"), ("too_few", "with too few usable samples"),
         ("identical", "whose best and worst texts were the same"),
