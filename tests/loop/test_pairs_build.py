@@ -83,6 +83,21 @@ def test_rows_and_lineage_carry_provenance(files, tmp_path):
     assert lineage["settings"]["strategy"] == "best-worst"
     loaded = load_pairs([out]).pairs  # the loaders read the rows, labels as metadata
     assert loaded[0].provenance.meta("category") == "crime"
+    # MANIFEST records a prompts fingerprint that is not the prompt file's sha256
+    assert report.warnings == [f"{files['prompts']}: its sha256 differs from the prompts "
+                               f"fingerprint the samples' manifest records ({'ef' * 32}); the "
+                               "samples may come from other prompts"]
+
+
+def test_without_a_manifest_the_prompt_file_is_the_prompt_set(tmp_path):
+    files = write_loop_files(tmp_path, manifest=False)
+    out = tmp_path / "o.jsonl"
+    report = build_pairs(files["samples"], load_panel(["refusal"]), out,
+                         prompts_path=files["prompts"])
+    meta = _rows(out)[0]["metadata"]
+    assert meta["prompt_set"]["fingerprint"] == file_sha256(files["prompts"])
+    assert set(meta["generator"].values()) == {None} and report.warnings == []
+    assert _lineage(out)["parents"][0]["manifest"] is None
 
 
 def test_prompts_from_the_rows_or_the_prompt_file_give_the_same_pairs(tmp_path):

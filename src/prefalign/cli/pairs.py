@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from prefalign.cli.judge_args import JUDGES_HELP, add_judge_arguments, panel_from_args
@@ -69,5 +70,7 @@ def run_pairs_build(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"no such file: {path}")
     report = build_pairs(args.samples, panel_from_args(args), args.output,
                          prompts_path=args.prompts, options=options)
+    for warning in report.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(format_report(report, args.strategy))
     return 0

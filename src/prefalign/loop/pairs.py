@@ -16,7 +16,7 @@ from typing import Any
 
 from prefalign.judges.base import Completions
 from prefalign.judges.combine import Panel, Verdicts
-from prefalign.loop.lineage import file_parent, generator_provenance, lineage_record
+from prefalign.loop.lineage import file_parent, file_sha256, generator_provenance, lineage_record
 from prefalign.loop.prompts import read_prompt_file
 from prefalign.loop.records import fingerprint, labels, pair_row, sft_row, write_outputs
 from prefalign.loop.samples import Sample, SampleSet, read_samples
@@ -49,6 +49,7 @@ class BuildReport:
     lineage: Path
     fingerprint: str
     counts: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -78,12 +79,13 @@ def build_pairs(samples_path: str | Path, panel: Panel, output: str | Path, *,
     if prompts_path is not None:
         parents.append(file_parent(prompts_path, "prompts"))
     kind = "sft_conversations" if options.strategy == "best" else "preference_pairs"
-    print_fp = fingerprint(items)
-    record = lineage_record(kind=kind, fingerprint=print_fp, parents=parents,
+    output_fingerprint = fingerprint(items)
+    record = lineage_record(kind=kind, fingerprint=output_fingerprint, parents=parents,
                             judges=panel.describe(), settings=asdict(options),
                             counts=dict(counts), round_=options.round, output=output)
     lineage = write_outputs(output, rows, record)
-    return BuildReport(Path(output), lineage, print_fp, dict(counts))
+    return BuildReport(Path(output), lineage, output_fingerprint, dict(counts),
+                       _prompt_file_warnings(parents))
 
 
 def _score(samples: SampleSet, panel: Panel) -> _Scored:
@@ -100,12 +102,15 @@ def _provenance(scored: _Scored, panel: Panel, prompts_path: str | Path | None,
                 options: BuildOptions) -> dict[str, Any]:
     """What every row carries about how it was made."""
     generator = generator_provenance(scored.samples.manifest)
+    prompts_fingerprint = generator.get("prompts_fingerprint")
+    if prompts_fingerprint is None and prompts_path is not None:
+        prompts_fingerprint = file_sha256(prompts_path)
     return {
         "round": options.round,
         "strategy": options.strategy,
         "generator": generator,
         "judges": panel.describe(),
-        "prompt_set": {"fingerprint": generator.get("prompts_fingerprint"),
+        "prompt_set": {"fingerprint": prompts_fingerprint,
                        "path": str(prompts_path) if prompts_path is not None else None},
         "samples": str(scored.samples.path),
     }
@@ -157,6 +162,16 @@ def _side(scored: _Scored, sample: Sample) -> dict[str, Any]:
     return {"sample": sample.index, "score": scored.verdicts.combined[i],
             "scores": {judge: values[i] for judge, values in scored.verdicts.by_judge.items()},
             "tokens": sample.tokens, "finish_reason": sample.finish_reason}
+
+
+def _prompt_file_warnings(parents: list[dict]) -> list[str]:
+    """A warning when the prompt file is not the one the samples' manifest says they came from."""
+    recorded = parents[0]["generator"]["prompts_fingerprint"]
+    given = [parent for parent in parents if parent["role"] == "prompts"]
+    if not given or not isinstance(recorded, str) or recorded == given[0]["sha256"]:
+        return []
+    return [f"{given[0]['path']}: its sha256 differs from the prompts fingerprint the samples' "
+            f"manifest records ({recorded}); the samples may come from other prompts"]
 
 
 def _what(options: BuildOptions) -> str:
