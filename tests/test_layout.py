@@ -1,6 +1,7 @@
 """The package's dependencies point one way: `losses` needs torch only; `data` stands on neither
-the engine nor the trainers; the engine stands on `data` and `losses`; trainers and `eval` stand
-on the engine and never on each other; nothing imports `cli`. Checked on the source's imports."""
+the engine nor the trainers; the engine stands on `data` and `losses`; `judges` stand on the
+engine and `data` only; trainers and `eval` stand on the engine (and judges) and never on each
+other; `loop` may use all of them; nothing imports `cli`. Checked on the source's imports."""
 
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ PACKAGE = Path(prefalign.__file__).parent
 
 # room -> rooms it must never import
 FORBIDDEN = {
-    "losses": {"data", "engine", "trainers", "eval", "cli", "config"},
-    "data": {"engine", "trainers", "eval", "cli", "losses"},
-    "engine": {"trainers", "eval", "cli"},
-    "trainers": {"eval", "cli"},
-    "eval": {"trainers", "cli"},
+    "losses": {"data", "engine", "trainers", "eval", "cli", "config", "judges", "loop"},
+    "data": {"engine", "trainers", "eval", "cli", "losses", "judges", "loop"},
+    "engine": {"trainers", "eval", "cli", "judges", "loop"},
+    "judges": {"trainers", "eval", "cli", "loop"},
+    "trainers": {"eval", "cli", "loop"},
+    "eval": {"trainers", "cli", "loop"},
+    "loop": {"cli"},
 }
 
 

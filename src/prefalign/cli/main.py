@@ -14,8 +14,10 @@ from collections.abc import Sequence
 
 from prefalign import __version__
 from prefalign.cli import data as data_commands
+from prefalign.cli import distill as distill_commands
 from prefalign.cli import eval as eval_commands
 from prefalign.cli import export as export_commands
+from prefalign.cli import pairs as pairs_commands
 from prefalign.cli import probe as probe_commands
 from prefalign.cli import sft as sft_commands
 from prefalign.cli import train as train_commands
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     probe_commands.register(commands)
     export_commands.register(commands)
     verify_commands.register(commands)
+    pairs_commands.register(commands)
+    distill_commands.register(commands)
     return parser
 
 

@@ -19,7 +19,7 @@ from prefalign.data.types import Message, PreferencePair
 WRITE_FORMATS = ("trl", "trl_text", "accepted_rejected")
 DEFAULT_SYSTEM = "CUSTOM"
 # Keys that decide format detection: metadata under these names would make the output unreadable.
-_RESERVED = frozenset({
+RESERVED_KEYS = frozenset({
     "Template", "User", "Accepted", "Rejected", "prompt", "chosen", "rejected",
     "response_0", "response_1", "better_response_id", "safer_response_id", "id",
 })
@@ -51,7 +51,7 @@ def to_record(pair: PreferencePair, fmt: str) -> dict[str, object]:
 def _labels(pair: PreferencePair, fmt: str) -> dict[str, str]:
     """The record id and metadata as top-level fields of the written record."""
     origin = pair.provenance
-    labels = {k: v for k, v in origin.metadata if k not in _RESERVED}
+    labels = {k: v for k, v in origin.metadata if k not in RESERVED_KEYS}
     if origin.record_id is not None:
         # A multi-turn Accepted/Rejected record yields one pair per turn: the turn keeps ids unique,
         # except in accepted_rejected output, where reading back restores the turn itself.

@@ -20,7 +20,7 @@ from prefalign.config import Config
 from prefalign.data.tokenize import TokenizedPair, TruncationOptions, tokenize_pairs
 from prefalign.data.tokenizer import load_tokenizer
 from prefalign.data.types import Message, PreferencePair, Provenance
-from prefalign.eval.models import load_policy, load_reference, read_run
+from prefalign.engine.models.runs import load_policy, load_reference, read_run
 
 if TYPE_CHECKING:
     from torch import nn

@@ -20,15 +20,10 @@ from prefalign.data.tokenize import TruncationOptions
 from prefalign.data.tokenizer import load_tokenizer
 from prefalign.engine.forward.onednn import CpuMatmul, cpu_matmul
 from prefalign.engine.manifest import utc_now
+from prefalign.engine.models.runs import RunFiles, load_policy, load_reference, read_run
 from prefalign.eval.cost import kl_estimate, perplexity_summary, response_pairs
 from prefalign.eval.generate import DecodeSettings, generate
-from prefalign.eval.models import (
-    RunFiles,
-    load_policy,
-    load_reference,
-    read_run,
-    reference_description,
-)
+from prefalign.eval.models import reference_description
 from prefalign.eval.outputs import write_outputs
 from prefalign.eval.pairs import (
     PairSet,

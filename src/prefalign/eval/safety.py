@@ -1,7 +1,7 @@
 """Refusal of harmful prompts and over-refusal of benign ones, reference and policy side by side.
 
 Both models answer the same prompts with the same recorded decoder settings; a rule-based
-classifier (`prefalign.eval.refusal`, precision and recall measured on a hand-labelled sample)
+classifier (`prefalign.judges.refusal`, precision and recall measured on a hand-labelled sample)
 marks each answer as a refusal or not. Rates come with Wilson 95% intervals, overall, per
 category and per prompt set.
 """
@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from prefalign.eval.generate import DecodeSettings, Generation, generate
 from prefalign.eval.prompts import PROMPT_SETS, PromptItem
-from prefalign.eval.refusal import (
+from prefalign.eval.stats import rate_summary
+from prefalign.judges.refusal import (
     CLASSIFIER_DESCRIPTION,
     CLASSIFIER_NAME,
     LABELLED_N,
@@ -23,7 +24,6 @@ from prefalign.eval.refusal import (
     LABELLED_RECALL,
     is_refusal,
 )
-from prefalign.eval.stats import rate_summary
 
 if TYPE_CHECKING:
     from torch import nn

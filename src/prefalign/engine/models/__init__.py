@@ -1,2 +1,2 @@
 """Models: loading (alias, GGUF with its safetensors cache, local Hugging Face directory), LoRA,
-and the run's `final/` directory."""
+the run's `final/` directory, and reading a finished run's reference and policy back."""

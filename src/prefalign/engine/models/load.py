@@ -116,7 +116,7 @@ def load_base_model(model: ModelSection, source: ModelSource | None = None) -> P
             source, DTYPES[model.dtype], trust_remote_code=model.trust_remote_code
         )
     else:
-        _check_safetensors_only(source.path)
+        check_safetensors_only(source.path)
         loaded = AutoModelForCausalLM.from_pretrained(
             str(source.path),
             dtype=DTYPES[model.dtype],
@@ -150,7 +150,8 @@ def load_reference_model(model: ModelSection, expected_hash: str | None = None) 
     return reference
 
 
-def _check_safetensors_only(directory: Path) -> None:
+def check_safetensors_only(directory: Path) -> None:
+    """ModelLoadError unless `directory` holds safetensors weights (pickle files are refused)."""
     if any(directory.glob("*.safetensors")):
         return
     pickles = sorted(p.name for p in directory.iterdir() if p.suffix in _PICKLE_SUFFIXES)

@@ -1,5 +1,5 @@
 """The refusal classifier: hand-written cases, and its precision and recall on real responses
-labelled by hand (tests/eval/files/refusal_labelled.jsonl, see docs/evaluation.md)."""
+labelled by hand (tests/judges/files/refusal_labelled.jsonl, see docs/evaluation.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from prefalign.eval.refusal import (
+from prefalign.judges.refusal import (
     CLASSIFIER_DESCRIPTION,
     CLASSIFIER_NAME,
     LABELLED_N,

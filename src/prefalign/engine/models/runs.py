@@ -1,0 +1,73 @@
+"""A finished run directory and the two models it holds: the reference it started from and its
+trained policy.
+
+The reference is what the run started from (base weights plus any starting adapter, as in
+training), unless the caller names another model. The policy is the run's `final/` directory,
+loaded with `from_pretrained` from safetensors only. Evaluation, probes and judges that read a
+run (a DPO run's implicit reward) all load it through here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prefalign.config import Config, config_from_dict
+from prefalign.engine.manifest import MANIFEST, read_manifest
+from prefalign.engine.models.load import DTYPES, load_reference_model
+from prefalign.integrity import require_checksums
+
+if TYPE_CHECKING:
+    from torch import nn
+
+FINAL = "final"
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """A finished run: its directory, resolved config, manifest and final model directory."""
+
+    run_dir: Path
+    config: Config
+    manifest: dict
+    final_dir: Path
+
+
+def read_run(run_dir: str | Path) -> RunFiles:
+    """The run at `run_dir`; FileNotFoundError when it has no manifest or no final/ model,
+    CorruptStateError when a final/ file fails its checksum."""
+    run_dir = Path(run_dir)
+    if not (run_dir / MANIFEST).is_file():
+        raise FileNotFoundError(f"{run_dir}: not a run directory (no {MANIFEST})")
+    final_dir = run_dir / FINAL
+    if not final_dir.is_dir():
+        raise FileNotFoundError(
+            f"{run_dir}: has no {FINAL}/ model (the run did not finish; `prefalign train ... "
+            f"--resume` completes it)"
+        )
+    require_checksums(final_dir)
+    manifest = read_manifest(run_dir)
+    return RunFiles(run_dir, config_from_dict(manifest["config"]), manifest, final_dir)
+
+
+def load_reference(run: RunFiles, override: str | None = None) -> nn.Module:
+    """The run's reference model, or the model `override` names (alias, HF directory, GGUF)
+    in the run's dtype, with no adapter. Eval mode, no gradients."""
+    model = run.config.model
+    if override is not None:
+        model = replace(model, source=override, adapter=None)
+    return load_reference_model(model)
+
+
+def load_policy(run: RunFiles) -> nn.Module:
+    """The trained model in `final/`, in the run's dtype. Eval mode, no gradients."""
+    from transformers import AutoModelForCausalLM
+
+    config = run.config.model
+    model = AutoModelForCausalLM.from_pretrained(
+        str(run.final_dir), dtype=DTYPES[config.dtype],
+        trust_remote_code=config.trust_remote_code, use_safetensors=True,
+    )
+    model.requires_grad_(False)
+    return model.eval()
