@@ -5,11 +5,11 @@ prompt, and per topic a few customer messages (some after a shared first exchang
 accepted reply and two rejected ones holding the same facts: one shorter (curt, robotic,
 dismissive) and one longer (bureaucratic padding, scripted filler). Every item thus yields one
 pair where the accepted reply is the longer and one where it is the shorter, so length alone
-ranks exactly half the pairs right. This script checks the rules of scripts/tone_data/README.md
-(length ratio, fictional contact details, no repeated text), gives ~40% of the items the
-company's system prompt, holds out one topic per domain (the lowest sha256 of "domain/topic"),
-and writes tone_train.jsonl.gz and tone_heldout.jsonl.gz (gzip mtime 0: byte-for-byte
-reproducible). `--check` checks without writing.
+ranks exactly half the pairs right, in words, characters and SmolLM2 tokens alike. This script
+checks the rules of scripts/tone_data/README.md (length ratio and direction, fictional contact
+details, no repeated text), gives ~40% of the items the company's system prompt, holds out one
+topic per domain (the lowest sha256 of "domain/topic"), and writes tone_train.jsonl.gz and
+tone_heldout.jsonl.gz (gzip mtime 0: byte-for-byte reproducible). `--check` writes nothing.
 """
 
 from __future__ import annotations
@@ -25,10 +25,15 @@ from pathlib import Path
 
 import yaml
 
+from prefalign.data.load import LoadOptions, load_pairs
+from prefalign.data.tokenize import token_lengths
+from prefalign.data.tokenizer import load_tokenizer
+
 SOURCES = Path("scripts/tone_data")
 OUT = Path("src/prefalign/resources/data")
 FILES = {"train": "tone_train.jsonl.gz", "heldout": "tone_heldout.jsonl.gz"}
 MAX_RATIO = 1.25  # the longer reply of a pair is at most 25% longer, by words and by characters
+TOKENIZER = "smollm2-135m-instruct"  # the default model, whose tokens the audit and eval count
 SYSTEM_PERCENT = 40  # items that carry the company's system prompt; the rest use "CUSTOM"
 LENGTHS = ("shorter", "longer")  # the rejected reply's length against the accepted one
 EMAIL = re.compile(r"[\w.+-]+@([\w-]+(?:\.[\w-]+)+)")
@@ -134,6 +139,21 @@ def repeated_texts(items: list[Item]) -> list[str]:
     return problems
 
 
+def token_problems(rows: list[dict], tokenizer_name: str = TOKENIZER) -> list[str]:
+    """Pairs whose rejected reply is not shorter / longer in tokens as it is in words: bureaucratic
+    prose packs more characters into a token than chatty prose, so characters alone do not
+    settle it. Counted as training counts them (chat template, up to the end-of-turn token)."""
+    pairs = load_pairs(rows, LoadOptions(format="accepted_rejected", dedupe=False)).pairs
+    lengths = token_lengths(pairs, load_tokenizer(tokenizer_name))
+    problems = []
+    for row, (_, chosen, rejected) in zip(rows, lengths, strict=True):
+        kind = row["rejected_length"]
+        if (rejected < chosen) != (kind == "shorter") or rejected == chosen:
+            problems.append(f"{row['id']}: rejected {kind} should be {kind} in tokens: "
+                            f"accepted {chosen}, rejected {rejected}")
+    return problems
+
+
 def _hash(text: str) -> int:
     return int(hashlib.sha256(text.encode("utf-8")).hexdigest()[:8], 16)
 
@@ -193,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="check the sources, write nothing")
     args = parser.parse_args(argv)
     splits, problems = build()
+    if not problems:  # token counts only make sense once every record is well formed
+        problems = token_problems(splits["train"] + splits["heldout"])
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:
