@@ -37,6 +37,13 @@ def test_examples_use_what_their_names_say():
     assert load["ipo"].loss.name == "ipo"
 
 
+def test_the_tone_recipe_is_lora_dpo_on_the_bundled_tone_set():
+    tone = load_config(REPO / "configs" / "tone.yaml")
+    assert tone.data.train == ("bundled:tone-train",) and tone.data.eval == ()
+    assert tone.lora.enabled and tone.reference.strategy == "precomputed"
+    assert tone.loss.name == "dpo" and tone.model.source == "smollm2-135m-instruct"
+
+
 def _script():
     spec = importlib.util.spec_from_file_location("make_tiny_model", REPO / "scripts" / "make_tiny_model.py")
     module = importlib.util.module_from_spec(spec)

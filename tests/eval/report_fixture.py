@@ -184,6 +184,12 @@ def build_results(n_pairs: int = 60, seed: int = 0) -> dict[str, Any]:
                      "alternate_template": "plain"},
         "heldout": _heldout(n_pairs, rng),
         "generation": _generation(build_generations()),
+        "samples": {"decoding": {**decoding, "max_new_tokens": 128}, "n": 1, "rows": [
+            {"id": "retail/late-order/1-shorter", "source": "bundled:tone-heldout",
+             "system": None, "history": [], "prompt": "Where is my order?",
+             "chosen": "I'm sorry it's late; it arrives today.", "reference_response": "Today.",
+             "policy_response": "Sorry for the wait! It arrives today.",
+             "reference_hit_max": False, "policy_hit_max": False}]},
         "cost": {"perplexity": {
                      "heldout_chosen": {"reference": 8.1, "policy": 8.3, "n": n_pairs,
                                         "tokens": 9000},

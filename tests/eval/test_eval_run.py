@@ -180,3 +180,20 @@ def test_reference_option_compares_against_another_model(trained, tmp_path):
     rows = [json.loads(line) for line in
             (tmp_path / "same" / "generations.jsonl").read_text().splitlines()]
     assert all(row["reference_response"] == row["policy_response"] for row in rows)
+
+
+def test_samples_are_answered_by_both_models_and_shown(trained, tmp_path):
+    """--samples: the run's own held-out pairs as conversations, both models' replies in eval.json
+    and side by side in report.html; nothing else needs to run."""
+    heldout = trained.parent.parent / "data" / "eval.jsonl"
+    options = EvalOptions(max_pairs=0, prompt_sets=(), helpful=None, samples=(str(heldout),),
+                          max_samples=3, sample_max_new_tokens=5,
+                          decoding=DecodeSettings(max_new_tokens=2, batch_size=4))
+    results = run_eval(trained, tmp_path / "samples", options)
+    section = results["samples"]
+    assert section["n"] == 3 and section["decoding"]["max_new_tokens"] == 5
+    assert all(row["policy_tokens"] <= 5 and row["source"] == str(heldout)
+               for row in section["rows"])
+    assert results["settings"]["samples"] == [str(heldout)]
+    html = (tmp_path / "samples" / "report.html").read_text()
+    assert "Replies, before and after" in html and section["rows"][0]["prompt"] in html

@@ -16,6 +16,8 @@ accuracy (95% CI), sliced by source and category; the same pairs under an altern
 template; refusal of harmful prompts (AdvBench, HarmBench, XSTest unsafe) and over-refusal of
 benign ones (XSTest safe, JBB benign) for both models, with 95% CIs; perplexity of held-out and
 helpful-base chosen replies; KL(policy || reference) on sampled responses; response lengths.
+With --samples, both models also reply to conversations taken from preference pairs, shown side
+by side in the report beside the data's chosen reply.
 The defaults (200 pairs, 100 + 100 prompts, 64 new tokens) took 506 s (8.4 minutes) for
 SmolLM2-135M on 2 CPU cores.
 """
@@ -26,6 +28,7 @@ examples:
   prefalign eval runs/demo --pairs my-heldout.jsonl --prompts advbench xstest-safe --out ev
   prefalign eval runs/demo --reference path/to/other-model --max-pairs 0 --out ev
   prefalign eval runs/demo --prompts none --out ev        # pairs only, no generation
+  prefalign eval runs/tone --pairs bundled:tone-heldout --samples bundled:tone-heldout --out ev
 
 prompt sets: advbench, harmbench, xstest-unsafe (harmful); xstest-safe, jbb-benign (benign);
 or a .jsonl/.csv file with a 'prompt' column (and 'kind': harmful|benign).
@@ -68,6 +71,13 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "instruction, or none")
     p.add_argument("--template-pairs", type=int, default=100, metavar="N",
                    help="held-out pairs scored again under the alternate template (default 100)")
+    p.add_argument("--samples", nargs="+", metavar="PATH", default=(),
+                   help="preference pairs whose conversations both models answer, shown side by "
+                        "side in the report (default: none)")
+    p.add_argument("--max-samples", type=int, default=8, metavar="N",
+                   help="seeded sample of N distinct conversations from --samples (default 8)")
+    p.add_argument("--sample-max-new-tokens", type=int, default=128, metavar="N",
+                   help="new tokens per sample reply (default 128: a whole short reply)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=2, metavar="N",
                    help="pairs per scoring forward (default 2: fastest measured on CPU; "
@@ -94,7 +104,8 @@ def options_from_args(args: argparse.Namespace):
         benign=args.benign, decoding=decoding, kl_prompts=args.kl_prompts,
         helpful_pairs=args.helpful_pairs,
         alternate_template=None if args.template.lower() == "none" else args.template,
-        template_pairs=args.template_pairs,
+        template_pairs=args.template_pairs, samples=tuple(args.samples),
+        max_samples=args.max_samples, sample_max_new_tokens=args.sample_max_new_tokens,
         seed=args.seed, batch_size=args.batch_size, cpu_matmul=args.cpu_matmul,
     )
 

@@ -12,6 +12,8 @@ BUNDLED = {
     "hh-harmless-heldout": "hh_rlhf_harmless_heldout.jsonl.gz",
     "examples": "accepted_rejected_examples.jsonl",
     "hh-helpful-sample": "hh_rlhf_helpful_sample.jsonl.gz",
+    "tone-train": "tone_train.jsonl.gz",
+    "tone-heldout": "tone_heldout.jsonl.gz",
 }
 
 

@@ -2,8 +2,9 @@
 
 Sections follow issue 5 §3: the run and its settings, the held-out headline (accuracy always beside
 the length baselines), training curves, held-out details and slices, template robustness, refusal
-and over-refusal, the cost of alignment, and the failures to read. A section missing from
-eval.json renders as a "not measured" line; every figure is an embedded PNG.
+and over-refusal, both models' replies to the same conversations (`--samples`), the cost of
+alignment, and the failures to read. A section missing from eval.json renders as a "not measured"
+line; every figure is an embedded PNG.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from prefalign.eval.report_html import (
     tag,
 )
 from prefalign.eval.report_html import section as html_section
+from prefalign.eval.report_samples import samples_section
 
 REPORT = "report.html"
 LIST_LIMIT = 25  # rows shown per failure list
@@ -81,6 +83,7 @@ def render_report(results: Mapping[str, Any], metrics_rows: Sequence[Mapping[str
         _heldout(results, figures),
         _template(results),
         _refusal(results, figures),
+        samples_section(results),
         _cost(results, figures),
         _failures(results, generations),
         _footer(results, [key for key, png in drawn.items() if png is None]),
@@ -111,8 +114,8 @@ def _header(results: Mapping[str, Any], name: str) -> Raw:
                 f"β={run.get('beta', '?')} · evaluated {created or 'at an unknown time'}")
     nav = tag("nav", join(tag("a", title, href=f"#{anchor}") for anchor, title in (
         ("headline", "Headline"), ("training", "Training"), ("heldout", "Held-out pairs"),
-        ("template", "Template"), ("refusal", "Refusal"), ("cost", "Cost"),
-        ("failures", "Failures"))))
+        ("template", "Template"), ("refusal", "Refusal"), ("samples", "Replies"),
+        ("cost", "Cost"), ("failures", "Failures"))))
     return join([tag("h1", f"prefalign eval — {name}"), tag("p", subtitle, class_="sub"), nav,
                  tag("div", join([_run_table(run), _models_table(results)]), class_="grid"),
                  _settings(results)])

@@ -3,7 +3,8 @@ alignment, and write eval.json, pairs.csv, generations.jsonl, report.html and su
 
 Stages (each can be switched off): held-out pairs under both models; the same pairs under an
 alternate prompt template; helpful-base pairs (perplexity of their chosen replies); answers to
-harmful and benign prompts; KL(policy ‖ reference) on responses sampled from the policy.
+harmful and benign prompts; both models' replies to sample conversations (`samples`, shown side by
+side in the report); KL(policy ‖ reference) on responses sampled from the policy.
 Both models stay in memory together (two copies of the model's weights).
 """
 
@@ -35,6 +36,7 @@ from prefalign.eval.pairs import (
 )
 from prefalign.eval.prompts import PromptItem, default_prompts
 from prefalign.eval.safety import answer_prompts, safety_section
+from prefalign.eval.samples import Sample, answer_samples, load_samples
 from prefalign.eval.templates import ALTERNATE_TEMPLATES, with_template
 from prefalign.losses import LOSSES, ConfiguredLoss, make_loss
 
@@ -50,6 +52,9 @@ class EvalOptions:
     helpful: pairs whose chosen replies measure perplexity (None: skip).
     alternate_template: a name in ALTERNATE_TEMPLATES (None: skip the robustness check), used
     on the first `template_pairs` of the sampled held-out pairs.
+    samples: preference-pair sources whose conversations both models answer (empty: skip), a
+    seeded sample of `max_samples` distinct prompts, decoded as `decoding` but with up to
+    `sample_max_new_tokens` new tokens (a whole reply rather than the start of an answer).
     """
 
     reference: str | None = None
@@ -64,21 +69,31 @@ class EvalOptions:
     helpful_pairs: int = 100
     alternate_template: str | None = "plain"
     template_pairs: int = 100
+    samples: tuple[str, ...] = ()
+    max_samples: int = 8
+    sample_max_new_tokens: int = 128
     seed: int = 0
     batch_size: int = 2  # pairs per scoring forward: 2 scored 1.3x faster than 8 on 2 CPU cores
     cpu_matmul: CpuMatmul = "auto"  # as train.cpu_matmul (prefalign.engine.forward.onednn)
 
     def __post_init__(self) -> None:
         for name in ("max_pairs", "harmful", "benign", "kl_prompts", "helpful_pairs",
-                     "template_pairs"):
+                     "template_pairs", "max_samples"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"eval: {name} must be >= 0, got {value}")
         if self.batch_size < 1:
             raise ValueError(f"eval: batch_size must be >= 1, got {self.batch_size}")
+        if self.sample_max_new_tokens < 1:
+            raise ValueError(f"eval: sample_max_new_tokens must be >= 1, got "
+                             f"{self.sample_max_new_tokens}")
         if self.alternate_template not in (None, *ALTERNATE_TEMPLATES):
             raise ValueError(f"eval: unknown alternate template {self.alternate_template!r}; "
                              f"choose one of {', '.join(sorted(ALTERNATE_TEMPLATES))}")
+
+    @property
+    def sample_decoding(self) -> DecodeSettings:
+        return replace(self.decoding, max_new_tokens=self.sample_max_new_tokens)
 
     @property
     def kl_decoding(self) -> DecodeSettings:
@@ -112,6 +127,7 @@ def _run_eval(run_dir: str | Path, out_dir: str | Path, options: EvalOptions) ->
     start = time.perf_counter()
     run = read_run(run_dir)
     prompts = _prompts(options)  # a bad prompt file fails before any model loads
+    samples = load_samples(options.samples, options.max_samples, options.seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now, not at the end
     config = run.config.model
@@ -123,6 +139,7 @@ def _run_eval(run_dir: str | Path, out_dir: str | Path, options: EvalOptions) ->
     results = _header(run, options)
     results["heldout"], scored = _heldout(context)
     rows = _safety(context, results, prompts)
+    _samples(context, results, samples)
     results["cost"] = _cost(context, scored, prompts)
     results["timings"] = context.timings
     results["elapsed_seconds"] = round(time.perf_counter() - start, 1)
@@ -172,6 +189,7 @@ def _header(run: RunFiles, options: EvalOptions) -> dict:
             "alternate_template": options.alternate_template,
             "template_pairs": options.template_pairs,
             "helpful": options.helpful, "helpful_pairs": options.helpful_pairs,
+            "samples": list(options.samples), "max_samples": options.max_samples,
         },
     }
 
@@ -244,6 +262,12 @@ def _safety(context: _Context, results: dict, prompts: list[PromptItem]) -> list
         context.models, context.tokenizer, prompts, context.options.decoding))
     results["generation"] = safety_section(rows, prompts)
     return rows
+
+
+def _samples(context: _Context, results: dict, samples: list[Sample]) -> None:
+    if samples:
+        results["samples"] = context.timed("samples", lambda: answer_samples(
+            context.models, context.tokenizer, samples, context.options.sample_decoding))
 
 
 def _cost(context: _Context, scored: ScoredPairs | None, prompts: list[PromptItem]) -> dict:
