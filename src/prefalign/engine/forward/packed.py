@@ -123,7 +123,7 @@ def score_pairs(
     """
     weight = output_weight(model)  # (V, H)
     layout = build_layout(pairs, max_row_tokens=max_row_tokens, device=weight.device)
-    mask = _attention_mask_for(model, layout)  # (R, 1, L, L)
+    mask = packed_attention_mask(model, layout)  # (R, 1, L, L)
     blocks = row_blocks(layout.segment) if attention_blocks else ()
     embedding = tied_embedding(model, weight)
     handoff = GradHandoff() if embedding is not None else None
@@ -153,7 +153,7 @@ def score_pairs(
     )
 
 
-def _attention_mask_for(model: nn.Module, layout: PackedLayout) -> Tensor:
+def packed_attention_mask(model: nn.Module, layout: PackedLayout) -> Tensor:
     """The layout's mask in the form the model's attention implementation expects."""
     implementation = getattr(causal_lm_of(model).config, "_attn_implementation", None)
     if implementation not in SUPPORTED_ATTENTION:

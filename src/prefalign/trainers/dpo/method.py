@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from prefalign.atomic import atomic_open
-from prefalign.config import ConfigError, SftSection
+from prefalign.config import ConfigError, RmSection, SftSection
 from prefalign.engine.forward.precision import policy_precision
 from prefalign.engine.forward.select import build_scorer
 from prefalign.engine.metrics import PairRecords, eval_metrics
@@ -47,6 +47,9 @@ class DpoMethod(Method):
         if config.sft != SftSection():
             raise ConfigError("sft: the sft section is for `prefalign sft`; remove it from a "
                               "preference-training config")
+        if config.rm != RmSection():
+            raise ConfigError("rm: the rm section is for `prefalign rm train`; remove it from a "
+                              "DPO config")
         self.loss: ConfiguredLoss = make_loss(config.loss.name, **config.loss.params)
         self.reference: Reference = Reference()
         self.initial_eval: PairLogps | None = None

@@ -21,7 +21,7 @@ from prefalign.engine.forward import onednn
 from prefalign.engine.forward.scorer import sparse_tied_embedding_grad
 from prefalign.engine.logger import MetricsLogger
 from prefalign.engine.manifest import MANIFEST, start_manifest
-from prefalign.engine.models.load import LoadedModel, load_model
+from prefalign.engine.models.load import LoadedModel
 from prefalign.trainers.loop.batches import (
     epoch_permutation,
     global_batch_size,
@@ -186,7 +186,7 @@ def open_run(config: Config, method: Method, resume: bool) -> tuple[Run, Positio
     accelerator.wait_for_everyone()  # every process has checked before the main one writes
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-    loaded = load_model(config.model, config.lora)
+    loaded = method.load_model(config)
     loaded.model.to(accelerator.device).train()
     rejects = run_dir if accelerator.is_main_process else None
     splits = method.prepare_splits(config, loaded.tokenizer, rejects)
@@ -214,7 +214,7 @@ def open_run(config: Config, method: Method, resume: bool) -> tuple[Run, Positio
     return run, position
 
 
-def whole_copy(config: Config, policy: nn.Module) -> nn.Module | None:
+def whole_copy(config: Config, policy: nn.Module, method: Method) -> nn.Module | None:
     """On the main process, an unsharded copy of the sharded `policy` built from the config and
     loaded with its gathered tensors (None on the others); run it on every process. With LoRA
     only the adapter is gathered: the copy's frozen base is the one the run started from."""
@@ -222,7 +222,7 @@ def whole_copy(config: Config, policy: nn.Module) -> nn.Module | None:
     weights = full_model_state(policy, trainable_only=lora)
     if torch.distributed.get_rank() != 0:
         return None
-    copy = load_model(config.model, config.lora).model
+    copy = method.load_model(config).model
     result = copy.load_state_dict(weights, strict=not lora)
     if result.unexpected_keys:
         raise ValueError(f"gathered weights the model lacks: {result.unexpected_keys[:5]}")
