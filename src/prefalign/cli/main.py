@@ -10,6 +10,7 @@ from prefalign import __version__
 from prefalign.cli import data as data_commands
 from prefalign.cli import eval as eval_commands
 from prefalign.cli import probe as probe_commands
+from prefalign.cli import rm as rm_commands
 from prefalign.cli import sft as sft_commands
 from prefalign.cli import train as train_commands
 from prefalign.data.types import DataError
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.register(commands)
     train_commands.register(commands)
     sft_commands.register(commands)
+    rm_commands.register(commands)
     eval_commands.register(commands)
     probe_commands.register(commands)
     return parser

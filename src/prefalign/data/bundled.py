@@ -12,6 +12,8 @@ BUNDLED = {
     "hh-harmless-heldout": "hh_rlhf_harmless_heldout.jsonl.gz",
     "examples": "accepted_rejected_examples.jsonl",
     "hh-helpful-sample": "hh_rlhf_helpful_sample.jsonl.gz",
+    "hh-helpful-train": "hh_rlhf_helpful_train.jsonl.gz",
+    "hh-helpful-heldout": "hh_rlhf_helpful_heldout.jsonl.gz",
 }
 
 

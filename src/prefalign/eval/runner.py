@@ -116,6 +116,9 @@ def run_eval(run_dir: str | Path, out_dir: str | Path, options: EvalOptions) -> 
 def _run_eval(run_dir: str | Path, out_dir: str | Path, options: EvalOptions) -> dict:
     start = time.perf_counter()
     run = read_run(run_dir)
+    if run.manifest.get("method") == "rm":
+        raise ValueError(f"{run.run_dir}: a reward-model run, not a policy; evaluate it with "
+                         "`prefalign rm eval`")
     prompts = _prompts(options)  # a bad prompt file fails before any model loads
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)  # an unwritable --out fails now, not at the end
