@@ -10,8 +10,13 @@ import pytest
 import torch
 
 from prefalign.data.types import DataError
-from prefalign.eval.reward import RewardEvalOptions, calibration_split, run_reward_eval
-from prefalign.eval.reward_score import score_file
+from prefalign.eval.reward import (
+    RewardEvalOptions,
+    calibration_split,
+    load_reward_run,
+    run_reward_eval,
+)
+from prefalign.eval.reward_score import score_file, score_rows
 from prefalign.trainers.dpo.train import train
 from prefalign.trainers.rm.train import train_rm
 from rm_helpers import rm_config
@@ -100,6 +105,10 @@ def test_score_gives_each_reply_the_reward_of_its_pair_side(runs, evaluated, tmp
     expected = columns["chosen_reward"][:2] + columns["rejected_reward"][2:4]
     torch.testing.assert_close(torch.tensor([row["score"] for row in scored]),
                                torch.tensor(expected), atol=1e-5, rtol=0)
+    judge = load_reward_run(runs["rm"])  # in memory, the model loaded once
+    assert score_rows(judge, inputs) == pytest.approx([row["score"] for row in scored], abs=1e-6)
+    with pytest.raises(DataError, match="<list>:1: response: missing field"):
+        score_rows(judge, [inputs[0], {"prompt": "Hi"}])
 
 
 def test_score_names_every_bad_row_and_writes_nothing(runs, tmp_path):

@@ -11,7 +11,7 @@ The output holds the input rows unchanged, in order, with `score` added (replaci
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from prefalign.data.formats._common import MISSING, RecordCheck
@@ -21,7 +21,7 @@ from prefalign.data.types import DataError, Defect, Message, PreferencePair, Pro
 from prefalign.data.writers import write_jsonl_atomic
 from prefalign.engine.forward.onednn import CpuMatmul, cpu_matmul
 from prefalign.engine.forward.reward import sequence_rewards
-from prefalign.eval.reward import load_reward_run
+from prefalign.eval.reward import RewardModel, load_reward_run
 
 SCORE_FIELD = "score"
 
@@ -31,22 +31,34 @@ def score_file(run_dir: str | Path, input_path: str | Path, output_path: str | P
     """Score every row of `input_path` with the reward model at `run_dir` into `output_path`;
     returns the number of rows. Raises DataError listing every invalid row. matmul: as
     `train.cpu_matmul`."""
-    rows, items = read_rows(input_path)
+    rows, items = read_rows(Path(input_path))
     reward = load_reward_run(run_dir)
     with cpu_matmul(matmul):
-        tokenized = tokenize_pairs(items, reward.tokenizer, reward.truncation).pairs
-        sequences = [pair.input_ids("chosen") for pair in tokenized]
-        scores = sequence_rewards(reward.model, sequences, batch_size=batch_size)
-    output = [{**row, SCORE_FIELD: score} for row, score in zip(rows, scores.tolist(),
-                                                                strict=True)]
+        scores = score_items(reward, items, batch_size=batch_size)
+    output = [{**row, SCORE_FIELD: score} for row, score in zip(rows, scores, strict=True)]
     return write_jsonl_atomic(output, output_path)
 
 
-def read_rows(path: str | Path) -> tuple[list[dict], list[PreferencePair]]:
+def score_rows(reward: RewardModel, rows: Sequence[Mapping], *, batch_size: int = 8) -> list[float]:
+    """The scores of in-memory rows (the same fields as a file's), for a judge that keeps the
+    model loaded (`load_reward_run` once). Raises DataError naming each bad row by index."""
+    _, items = read_rows(list(rows))
+    return score_items(reward, items, batch_size=batch_size)
+
+
+def score_items(reward: RewardModel, items: Sequence[PreferencePair], *,
+                batch_size: int = 8) -> list[float]:
+    """The reward of each item's chosen side, tokenised as training tokenised pairs."""
+    tokenized = tokenize_pairs(items, reward.tokenizer, reward.truncation).pairs
+    sequences = [pair.input_ids("chosen") for pair in tokenized]
+    return sequence_rewards(reward.model, sequences, batch_size=batch_size).tolist()
+
+
+def read_rows(source: Path | list[Mapping]) -> tuple[list[dict], list[PreferencePair]]:
     """The raw rows and, for each, its prompt and response as a pair whose two sides are the
     response (only the chosen side is scored)."""
     rows, items, defects = [], [], []
-    for record in iter_records(Path(path)):
+    for record in iter_records(source):
         if record.defect is not None:
             defects.append(record.defect)
             continue
@@ -58,10 +70,11 @@ def read_rows(path: str | Path) -> tuple[list[dict], list[PreferencePair]]:
             origin = Provenance(record.source, record.line)
             rows.append(record.data)
             items.append(PreferencePair(tuple(prompt), response, response, origin))
+    where = str(source) if isinstance(source, Path) else "the rows"
     if not rows and not defects:
-        defects.append(Defect(str(path), 1, "<source>", "no records"))
+        defects.append(Defect(where, 1, "<source>", "no records"))
     if defects:
-        raise DataError(defects, summary=f"{len(defects)} defect(s) in {path}; nothing scored")
+        raise DataError(defects, summary=f"{len(defects)} defect(s) in {where}; nothing scored")
     return rows, items
 
 
