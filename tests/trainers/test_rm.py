@@ -169,3 +169,15 @@ def test_sections_a_reward_model_does_not_use_are_refused(tmp_path, model_dir):
             RmMethod(rm_config(tmp_path, model_dir, **sections))
     with pytest.raises(ConfigError, match="rm: the rm section is for"):
         DpoMethod(tiny_config(tmp_path, model_dir, rm={"centering": 0.01}))
+
+
+def test_early_stopping_on_a_held_out_reward_metric(tmp_path, model_dir):
+    """The tiny preference is learnt within a few steps: held-out accuracy reaches 1.0, cannot
+    improve on it, and the run stops after `patience` evaluations without improvement."""
+    config = rm_config(tmp_path, model_dir, train={
+        "max_steps": 12, "eval_every": 1, "early_stopping_metric": "eval/accuracy",
+        "early_stopping_patience": 2})
+    result = train_rm(config)
+    assert result.outcome == "early_stopped" and result.steps < 12
+    assert result.best_step is not None and result.steps == result.best_step + 2
+    assert len(logged_losses(result.run_dir, "eval")) == result.steps
