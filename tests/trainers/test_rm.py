@@ -181,3 +181,14 @@ def test_early_stopping_on_a_held_out_reward_metric(tmp_path, model_dir):
     assert result.outcome == "early_stopped" and result.steps < 12
     assert result.best_step is not None and result.steps == result.best_step + 2
     assert len(logged_losses(result.run_dir, "eval")) == result.steps
+
+
+def test_margins_are_part_of_the_training_fingerprint(tmp_path, model_dir, tiny_tokenizer):
+    """Other margins on the same pairs are other training data: resuming onto them is refused."""
+    def fingerprint(margins, margin_on=True):
+        config = rm_config(tmp_path, model_dir, margins=margins, rm={"margin": margin_on})
+        return RmMethod(config).prepare_splits(config, tiny_tokenizer, None)["train"].fingerprint
+
+    ones, twos = fingerprint([1.0] * 24), fingerprint([2.0] * 24)
+    assert len({ones, twos, fingerprint([1.0] * 24, margin_on=False)}) == 3
+    assert fingerprint([1.0] * 24) == ones

@@ -6,10 +6,14 @@ carries it (a multi-turn Accepted/Rejected record gives each of its pairs the re
 Because the formats keep a string and drop a list without complaint, every `margin` field of
 every source is first checked on the raw records: anything but a finite number is an error
 naming its file and line. Pairs without the field take m = 0, and the split says how many.
+With margins on, a split's fingerprint covers them too, so a run does not resume onto other
+margins.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 from collections.abc import Sequence
 
@@ -61,3 +65,11 @@ def split_margins(split: TokenizedSplit) -> Tensor:
                               f"{MARGIN_FIELD!r} field; they take m = 0")
     return torch.tensor([0.0 if value is None else float(value) for value in values],
                         dtype=torch.float32)
+
+
+def with_margins(split: TokenizedSplit, margins: Tensor) -> TokenizedSplit:
+    """The split with a fingerprint that also covers its margins (in split order)."""
+    digest = hashlib.sha256(f"{split.fingerprint}\nmargins".encode())
+    for value in margins.tolist():
+        digest.update(f"\n{value!r}".encode())
+    return dataclasses.replace(split, fingerprint=digest.hexdigest())

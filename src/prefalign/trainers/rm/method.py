@@ -32,7 +32,7 @@ from prefalign.engine.pair_splits import TokenizedSplit, make_batch, model_input
 from prefalign.engine.reward_metrics import reward_metrics
 from prefalign.losses import bradley_terry_loss
 from prefalign.trainers.loop.method import Columns, Method
-from prefalign.trainers.rm.data import check_margin_fields, split_margins
+from prefalign.trainers.rm.data import check_margin_fields, split_margins, with_margins
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -63,6 +63,8 @@ class RmMethod(Method):
         splits = prepare_splits(config, tokenizer, rejects_dir=rejects_dir)
         if self.settings.margin:
             self.margins = {name: split_margins(split) for name, split in splits.items()}
+            splits = {name: with_margins(split, self.margins[name])
+                      for name, split in splits.items()}
         return splits
 
     def build_scorer(self, model: nn.Module, config: Config) -> nn.Module:
