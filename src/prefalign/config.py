@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -151,6 +152,18 @@ class SftSection:
 
 
 @dataclass(frozen=True)
+class RmSection:
+    """`prefalign rm train` only: the Bradley–Terry loss −log σ(r⁺ − r⁻ − m) + η·(r⁺ + r⁻)²
+    (`prefalign.losses.bradley_terry_loss`). margin: read m from each pair's numeric `margin`
+    field (Llama 2's margin; pairs without one take m = 0, and a non-numeric one is an error
+    naming its file and line); false ignores the field (m = 0). centering: η, the reward-centring
+    coefficient of Eisenstein et al. 2023 (0.01 in the paper; 0 = off)."""
+
+    margin: bool = False
+    centering: float = 0.0
+
+
+@dataclass(frozen=True)
 class OptimSection:
     """AdamW, `warmup_steps` of linear warm-up, then `schedule` decay to 0 at the last step.
     fused: torch's fused AdamW kernel (one pass over each tensor, no temporaries) where the
@@ -234,7 +247,7 @@ class TrainSection:
 
 @dataclass(frozen=True)
 class Config:
-    """A whole run. Sections: run, model, lora, data, loss, reference, sft, optim, train."""
+    """A whole run. Sections: run, model, lora, data, loss, reference, sft, rm, optim, train."""
 
     run: RunSection = field(default_factory=RunSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -243,6 +256,7 @@ class Config:
     loss: LossSection = field(default_factory=LossSection)
     reference: ReferenceSection = field(default_factory=ReferenceSection)
     sft: SftSection = field(default_factory=SftSection)
+    rm: RmSection = field(default_factory=RmSection)
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
 
@@ -409,6 +423,9 @@ def check_config(config: Config) -> None:
     _positive("train.max_steps", t.max_steps)
     _positive("train.threads", t.threads)
     _positive("optim.lr", o.lr)
+    if not (math.isfinite(config.rm.centering) and config.rm.centering >= 0):
+        raise ConfigError(f"rm.centering: must be a finite number >= 0 (0.01 in Eisenstein et "
+                          f"al. 2023; 0 = off), got {config.rm.centering!r}")
     _positive("optim.warmup_steps", o.warmup_steps, allow_zero=True)
     _positive("optim.max_grad_norm", o.max_grad_norm)
     _positive("lora.r", config.lora.r)

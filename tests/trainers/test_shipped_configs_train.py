@@ -11,6 +11,7 @@ import pytest
 
 from prefalign.config import load_config
 from prefalign.trainers.dpo.train import train
+from prefalign.trainers.rm.train import train_rm
 from prefalign.trainers.sft.train import train_sft
 from run_helpers import conversation_rows, pair_rows, write_pairs
 from tiny_models import tiny_model_dir
@@ -29,6 +30,7 @@ def test_shipped_config_trains_two_steps(path, tmp_path, tiny_tokenizer, monkeyp
     config = load_config(path, [f"model.source={model_dir}", f"data.train=[{pairs}]",
                                 f"data.eval=[{heldout}]", f"run.output_dir={tmp_path / 'runs'}",
                                 "train.max_steps=2", "train.threads=1"])
-    result = train_sft(config) if sft else train(config)
+    trainer = train_sft if sft else train_rm if path.name.startswith("rm-") else train
+    result = trainer(config)
     assert result.outcome == "completed" and result.steps == 2
     assert (result.run_dir / "final").is_dir()

@@ -19,6 +19,7 @@ from prefalign.cli import eval as eval_commands
 from prefalign.cli import export as export_commands
 from prefalign.cli import pairs as pairs_commands
 from prefalign.cli import probe as probe_commands
+from prefalign.cli import rm as rm_commands
 from prefalign.cli import sft as sft_commands
 from prefalign.cli import train as train_commands
 from prefalign.cli import verify as verify_commands
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_commands.register(commands)
     train_commands.register(commands)
     sft_commands.register(commands)
+    rm_commands.register(commands)
     eval_commands.register(commands)
     probe_commands.register(commands)
     export_commands.register(commands)

@@ -14,6 +14,8 @@ BUNDLED = {
     "hh-helpful-sample": "hh_rlhf_helpful_sample.jsonl.gz",
     "tone-train": "tone_train.jsonl.gz",
     "tone-heldout": "tone_heldout.jsonl.gz",
+    "hh-helpful-train": "hh_rlhf_helpful_train.jsonl.gz",
+    "hh-helpful-heldout": "hh_rlhf_helpful_heldout.jsonl.gz",
 }
 
 

@@ -126,6 +126,9 @@ def run_eval(run_dir: str | Path, out_dir: str | Path, options: EvalOptions) -> 
 def _run_eval(run_dir: str | Path, out_dir: str | Path, options: EvalOptions) -> dict:
     start = time.perf_counter()
     run = read_run(run_dir)
+    if run.manifest.get("method") == "rm":
+        raise ValueError(f"{run.run_dir}: a reward-model run, not a policy; evaluate it with "
+                         "`prefalign rm eval`")
     prompts = _prompts(options)  # a bad prompt file fails before any model loads
     samples = load_samples(options.samples, options.max_samples, options.seed)
     out_dir = Path(out_dir)

@@ -10,6 +10,7 @@ configuration; `register` adds a user's loss to LOSSES (for this process).
 from ._params import NonNegative, Positive, Range
 from ._types import LossOutput, PairLogps, SequenceLogps, UnpairedLossOutput
 from .apo import apo_down_loss, apo_zero_loss
+from .bradley_terry import bradley_terry_loss
 from .dpo import dpo_loss, robust_dpo_loss, rpo_loss
 from .hinge import hinge_loss
 from .ipo import ipo_loss
@@ -34,6 +35,7 @@ __all__ = [
     "UnpairedLossOutput",
     "apo_down_loss",
     "apo_zero_loss",
+    "bradley_terry_loss",
     "dpo_gradient_weight",
     "dpo_loss",
     "hinge_loss",

@@ -139,7 +139,7 @@ def score_pairs(
     handoff = GradHandoff() if embedding is not None else None
     tokens = ({"input_ids": layout.input_ids} if embedding is None else
               {"inputs_embeds": tied_embeddings(layout.input_ids, embedding, handoff)})
-    hidden = _decoder_states(model, layout, tokens, attention_blocks)  # (R, L, H)
+    hidden = decoder_states(model, layout, tokens, attention_blocks)  # (R, L, H)
     rows = hidden.reshape(-1, hidden.shape[-1])[layout.source_index]  # (N, H) one per target
     token_logps = chunked_token_logps(rows, weight, layout.target_ids, chunk_size, keep_mib,
                                       handoff, logit_transform(model))  # (N,)
@@ -156,8 +156,8 @@ def score_pairs(
     )
 
 
-def _decoder_states(model: nn.Module, layout: PackedLayout, tokens: dict[str, Tensor],
-                    attention_blocks: bool) -> Tensor:
+def decoder_states(model: nn.Module, layout: PackedLayout, tokens: dict[str, Tensor],
+                   attention_blocks: bool) -> Tensor:
     """The decoder's last hidden states (R, L, H) of the packed rows, attending through
     `packed_attention` (the layout's mask, windowed per layer; each pair's block alone when
     `attention_blocks` and a row holds several)."""

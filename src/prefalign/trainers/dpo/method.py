@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
-from prefalign.config import ConfigError, SftSection
+from prefalign.config import ConfigError, RmSection, SftSection
 from prefalign.engine.checked_tensors import read_checked, write_checked
 from prefalign.engine.forward.precision import policy_precision
 from prefalign.engine.forward.select import build_scorer
@@ -48,6 +48,9 @@ class DpoMethod(Method):
         if config.sft != SftSection():
             raise ConfigError("sft: the sft section is for `prefalign sft`; remove it from a "
                               "preference-training config")
+        if config.rm != RmSection():
+            raise ConfigError("rm: the rm section is for `prefalign rm train`; remove it from a "
+                              "DPO config")
         self.loss: ConfiguredLoss = make_loss(config.loss.name, **config.loss.params)
         self.reference: Reference = Reference()
         self.initial_eval: PairLogps | None = None

@@ -199,7 +199,7 @@ def _finish(run: Run, position: Position, progress: Progress, health: HealthMoni
     final = None
     policy = run.accelerator.unwrap_model(run.scorer).model
     if run.sharded:  # gathered on every process; the main process saves a whole copy
-        policy = whole_copy(run.config, policy)
+        policy = whole_copy(run.config, policy, run.method)
     if run.is_main:
         final = save_final(policy, run.loaded.tokenizer,
                            run.run_dir / "final", merge=run.config.lora.merge_on_save,

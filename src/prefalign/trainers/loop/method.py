@@ -49,6 +49,13 @@ class Method(ABC):
     name: str  # recorded in the manifest
     unit: str = "examples"  # what the progress bar counts ("pairs", "conversations", ...)
 
+    def load_model(self, config: Config) -> LoadedModel:
+        """The model to train and its tokenizer (the loop moves it to the device); by default
+        the causal LM that `model` and `lora` describe."""
+        from prefalign.engine.models.load import load_model
+
+        return load_model(config.model, config.lora)
+
     @abstractmethod
     def prepare_splits(self, config: Config, tokenizer: PreTrainedTokenizerBase,
                        rejects_dir: Path | None) -> dict[str, Split]:

@@ -21,7 +21,7 @@ from prefalign.engine.forward import onednn
 from prefalign.engine.forward.scorer import sparse_tied_embedding_grad
 from prefalign.engine.logger import MetricsLogger
 from prefalign.engine.manifest import MANIFEST, start_manifest
-from prefalign.engine.models.load import LoadedModel, load_model
+from prefalign.engine.models.load import LoadedModel
 from prefalign.engine.trackers import check_trackers, open_trackers
 from prefalign.trainers.loop.batches import (
     epoch_permutation,
@@ -215,7 +215,7 @@ def open_run(config: Config, method: Method, resume: bool) -> tuple[Run, Positio
 
 def _build(config: Config, method: Method, accelerator: Any, run_dir: Path,
            checkpoint: Path | None) -> tuple[Run, Position]:
-    loaded = load_model(config.model, config.lora)
+    loaded = method.load_model(config)
     loaded.model.to(accelerator.device).train()
     rejects = run_dir if accelerator.is_main_process else None
     splits = method.prepare_splits(config, loaded.tokenizer, rejects)
@@ -242,7 +242,7 @@ def _build(config: Config, method: Method, accelerator: Any, run_dir: Path,
     return run, position
 
 
-def whole_copy(config: Config, policy: nn.Module) -> nn.Module | None:
+def whole_copy(config: Config, policy: nn.Module, method: Method) -> nn.Module | None:
     """On the main process, an unsharded copy of the sharded `policy` built from the config and
     loaded with its gathered tensors (None on the others); run it on every process. With LoRA
     only the adapter is gathered: the copy's frozen base is the one the run started from."""
@@ -250,7 +250,7 @@ def whole_copy(config: Config, policy: nn.Module) -> nn.Module | None:
     weights = full_model_state(policy, trainable_only=lora)
     if torch.distributed.get_rank() != 0:
         return None
-    copy = load_model(config.model, config.lora).model
+    copy = method.load_model(config).model
     result = copy.load_state_dict(weights, strict=not lora)
     if result.unexpected_keys:
         raise ValueError(f"gathered weights the model lacks: {result.unexpected_keys[:5]}")

@@ -1,0 +1,1 @@
+"""`prefalign rm train`: a scalar reward model on preference pairs (Bradley–Terry)."""
