@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from prefalign import __version__
 from prefalign.cli import data as data_commands
 from prefalign.cli import eval as eval_commands
+from prefalign.cli import generate as generate_commands
 from prefalign.cli import probe as probe_commands
 from prefalign.cli import sft as sft_commands
 from prefalign.cli import train as train_commands
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     sft_commands.register(commands)
     eval_commands.register(commands)
     probe_commands.register(commands)
+    generate_commands.register(commands)
     return parser
 
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 
 from prefalign.config import Config, config_from_dict
 from prefalign.engine.manifest import MANIFEST, read_manifest
-from prefalign.engine.models.load import DTYPES, load_reference_model
+from prefalign.engine.models.load import load_reference_model
+from prefalign.engine.models.resolve import load_final_model
 
 if TYPE_CHECKING:
     from torch import nn
@@ -68,12 +69,4 @@ def reference_description(run: RunFiles, override: str | None = None) -> dict[st
 
 def load_policy(run: RunFiles) -> nn.Module:
     """The trained model in `final/`, in the run's dtype. Eval mode, no gradients."""
-    from transformers import AutoModelForCausalLM
-
-    config = run.config.model
-    model = AutoModelForCausalLM.from_pretrained(
-        str(run.final_dir), dtype=DTYPES[config.dtype],
-        trust_remote_code=config.trust_remote_code, use_safetensors=True,
-    )
-    model.requires_grad_(False)
-    return model.eval()
+    return load_final_model(run.final_dir, run.config.model)
