@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from prefalign import __version__
+from prefalign.cli import chat as chat_commands
 from prefalign.cli import data as data_commands
 from prefalign.cli import eval as eval_commands
 from prefalign.cli import generate as generate_commands
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_commands.register(commands)
     probe_commands.register(commands)
     generate_commands.register(commands)
+    chat_commands.register(commands)
     return parser
 
 
