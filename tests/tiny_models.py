@@ -46,3 +46,15 @@ def tiny_model_dir(
     model.save_pretrained(str(directory), safe_serialization=True)
     tokenizer.save_pretrained(str(directory))
     return directory
+
+
+def stopping_llama(tokenizer: PreTrainedTokenizerBase, stop_token: str = "<|im_end|>",
+                   scale: float = 3.0, seed: int = 0) -> LlamaForCausalLM:
+    """A tiny Llama whose output row for `stop_token` is scaled up, so that greedy decoding
+    stops after a prompt-dependent number of tokens (1 to 12 on tests/eval/test_generate.py's
+    prompts) or not at all. initializer_range 0.2 keeps greedy outputs varied (at 0.02 every
+    token is the same)."""
+    model = tiny_llama(tokenizer, seed=seed, initializer_range=0.2, tie_word_embeddings=False)
+    with torch.no_grad():
+        model.lm_head.weight[tokenizer.convert_tokens_to_ids(stop_token)] *= scale
+    return model

@@ -14,23 +14,13 @@ from prefalign.data.template import batch_token_ids, render_prompt
 from prefalign.data.types import Message
 from prefalign.eval.generate import DecodeSettings, Generation, generate, stop_token_ids
 from tiny import build_tiny_tokenizer
-from tiny_models import tiny_llama
+from tiny_models import stopping_llama
 
 TEXTS = ["Hello!", "What is the capital of France? Tell me a joke about a cat.", "Hi",
          "Please explain how a bicycle works, step by step.", "Why?", "The quick brown fox",
          "Tell me about the sea.", "0123456789"]
 PROMPTS = [(Message("user", text),) for text in TEXTS]
 GREEDY = DecodeSettings(max_new_tokens=12, batch_size=3)
-
-
-def stopping_llama(tokenizer, stop_token: str = "<|im_end|>", scale: float = 3.0):
-    """A tiny Llama whose output row for `stop_token` is scaled up, so that greedy decoding
-    stops after a prompt-dependent number of tokens (1 to 12 on PROMPTS) or not at all.
-    initializer_range 0.2 keeps greedy outputs varied (at 0.02 every token is the same)."""
-    model = tiny_llama(tokenizer, initializer_range=0.2, tie_word_embeddings=False)
-    with torch.no_grad():
-        model.lm_head.weight[tokenizer.convert_tokens_to_ids(stop_token)] *= scale
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +124,9 @@ def test_empty_prompt_list(model, tiny_tokenizer) -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("do_sample", 1), ("temperature", 0.0), ("temperature", float("nan")), ("top_p", 0.0),
-     ("top_p", 1.5), ("max_new_tokens", 0), ("max_new_tokens", 2.0), ("seed", -1),
-     ("batch_size", 0), ("batch_size", True)],
+     ("top_p", 1.5), ("top_k", -1), ("top_k", 1.0), ("max_new_tokens", 0),
+     ("max_new_tokens", 2.0), ("seed", -1), ("num_samples", 0), ("batch_size", 0),
+     ("batch_size", True)],
 )
 def test_decode_settings_validation(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=f"decoding.{field}: "):
@@ -144,4 +135,5 @@ def test_decode_settings_validation(field: str, value: object) -> None:
 
 def test_decode_settings_to_dict() -> None:
     assert DecodeSettings().to_dict() == {"do_sample": False, "temperature": 1.0, "top_p": 1.0,
-                                          "max_new_tokens": 64, "seed": 0, "batch_size": 16}
+                                          "top_k": 0, "max_new_tokens": 64, "seed": 0,
+                                          "num_samples": 1, "batch_size": 16}

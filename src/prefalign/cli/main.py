@@ -13,10 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from prefalign import __version__
+from prefalign.cli import chat as chat_commands
 from prefalign.cli import data as data_commands
 from prefalign.cli import distill as distill_commands
 from prefalign.cli import eval as eval_commands
 from prefalign.cli import export as export_commands
+from prefalign.cli import generate as generate_commands
 from prefalign.cli import pairs as pairs_commands
 from prefalign.cli import probe as probe_commands
 from prefalign.cli import rm as rm_commands
@@ -46,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify_commands.register(commands)
     pairs_commands.register(commands)
     distill_commands.register(commands)
+    generate_commands.register(commands)
+    chat_commands.register(commands)
     return parser
 
 

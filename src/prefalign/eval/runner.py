@@ -97,8 +97,8 @@ class EvalOptions:
 
     @property
     def kl_decoding(self) -> DecodeSettings:
-        """Sampling from the policy's own distribution: temperature 1, no top-p cut."""
-        return replace(self.decoding, do_sample=True, temperature=1.0, top_p=1.0)
+        """Sampling from the policy's own distribution: temperature 1, no top-k or top-p cut."""
+        return replace(self.decoding, do_sample=True, temperature=1.0, top_p=1.0, top_k=0)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from prefalign.config import Config, config_from_dict
 from prefalign.engine.manifest import MANIFEST, read_manifest
-from prefalign.engine.models.load import DTYPES, load_reference_model
+from prefalign.engine.models.load import load_reference_model
 from prefalign.integrity import require_checksums
 
 if TYPE_CHECKING:
@@ -62,12 +62,6 @@ def load_reference(run: RunFiles, override: str | None = None) -> nn.Module:
 
 def load_policy(run: RunFiles) -> nn.Module:
     """The trained model in `final/`, in the run's dtype. Eval mode, no gradients."""
-    from transformers import AutoModelForCausalLM
+    from prefalign.engine.models.resolve import load_final_model
 
-    config = run.config.model
-    model = AutoModelForCausalLM.from_pretrained(
-        str(run.final_dir), dtype=DTYPES[config.dtype],
-        trust_remote_code=config.trust_remote_code, use_safetensors=True,
-    )
-    model.requires_grad_(False)
-    return model.eval()
+    return load_final_model(run.final_dir, run.config.model)
