@@ -103,3 +103,17 @@ def test_audit_streams_the_sources_and_flags_a_length_bias(tmp_path):
     assert report.length_bias.length_only_accuracy == 1.0
     assert any("length" in flag for flag in report.flags)
     assert report.leakage.leaked_pairs == 3
+
+
+def test_reward_model_and_sft_train_from_a_dict_and_rows(tmp_path, tiny_tokenizer):
+    """The other trainers take the same kinds of config and data as `prefalign.train`."""
+    from run_helpers import conversation_rows
+    from tiny_models import tiny_model_dir
+
+    model = tiny_model_dir(tmp_path / "model", tiny_tokenizer)
+    base = {"model": {"source": str(model)}, "run": {"output_dir": str(tmp_path / "runs")},
+            "train": {"max_steps": 1, "threads": 1}, "data": {"max_length": 128}}
+    rm = prefalign.reward_model(base, train_data=pair_rows(8), eval_data=[], run__name="rm")
+    sft = prefalign.sft(base, train_data=conversation_rows(8), eval_data=[], run__name="sft")
+    assert (rm.outcome, sft.outcome) == ("completed", "completed")
+    assert (rm.run_dir / "final" / "config.json").is_file()

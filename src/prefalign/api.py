@@ -62,6 +62,16 @@ def sft(config: ConfigLike = None, *, train_data: Any = None, eval_data: Any = N
     return train_sft(resolved, resume=resume, tune_process=tune_process)
 
 
+def reward_model(config: ConfigLike = None, *, train_data: Any = None, eval_data: Any = None,
+                 resume: bool = False, tune_process: bool = False,
+                 overrides: Mapping[str, Any] | None = None, **dotted: Any) -> RunResult:
+    """A Bradley–Terry reward model on preference pairs: `prefalign rm train` as a call."""
+    from prefalign.trainers.rm.train import train_rm
+
+    resolved = _with_data(resolve_config(config, overrides, **dotted), train_data, eval_data)
+    return train_rm(resolved, resume=resume, tune_process=tune_process)
+
+
 def evaluate(run_dir: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
     """`prefalign eval RUN_DIR --out OUT`: options are `EvalOptions` fields (pairs, max_pairs,
     prompt_sets, harmful, benign, ...); returns what eval.json holds."""

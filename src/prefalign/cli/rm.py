@@ -115,7 +115,7 @@ def run_rm_train(args: argparse.Namespace) -> int:
     def train(config: Config, resume: bool) -> RunResult:
         from prefalign.trainers.rm.train import train_rm  # torch: only when training
 
-        return train_rm(config, resume=resume)
+        return train_rm(config, resume=resume, tune_process=True)
 
     return run_trainer(args, train, "rm train")
 
