@@ -15,6 +15,8 @@ multiply-adds over the float32 matmul rate measured here (2048×2048 `linear`).
 
     .venv/bin/python benchmarks/bench_generate.py                  # 64 prompts × 8 × 128 tokens
     .venv/bin/python benchmarks/bench_generate.py --prompts 8 --new-tokens 64   # a quick look
+    .venv/bin/python benchmarks/bench_generate.py --greedy --samples 1 --new-tokens 48 \
+        --batch 32 --prompts 200                                 # `make demo`'s evaluation
 """
 
 from __future__ import annotations
@@ -69,6 +71,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--top-k", type=int, default=50)
     parser.add_argument("--top-p", type=float, default=0.9)
+    parser.add_argument("--greedy", action="store_true",
+                        help="argmax decoding (the evaluation's setting) instead of sampling")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     parser.add_argument("--cpu-matmul", choices=("auto", "onednn", "torch"), default="auto")
@@ -213,7 +217,8 @@ def main() -> None:
     args = parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    settings = DecodeSettings(do_sample=True, temperature=args.temperature, top_k=args.top_k,
+    settings = DecodeSettings(do_sample=not args.greedy, temperature=args.temperature,
+                              top_k=args.top_k,
                               top_p=args.top_p, max_new_tokens=args.new_tokens, seed=args.seed,
                               num_samples=args.samples, batch_size=args.batch)
     model = load_base_model(ModelSection(source=MODEL, dtype=args.dtype))

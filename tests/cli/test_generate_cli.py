@@ -131,3 +131,13 @@ def test_a_killed_job_continues_without_loss_or_duplication(model_dir, tmp_path)
     assert 10 <= written < 200  # killed part-way
     assert generate(model_dir, prompts, out, *options) == 0
     assert rows_by_key(out) == rows_by_key(reference)
+
+
+@pytest.mark.parametrize("command", ["generate", "chat"])
+def test_help_gives_examples_and_exit_codes(command, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert f"usage: prefalign {command}" in text and "examples:" in text
+    assert "exit codes:" in text

@@ -5,6 +5,7 @@ prompt is prefilled once for all its samples, and finished sequences leave the b
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -63,9 +64,6 @@ class ForwardLog:
         self.handle = model.register_forward_pre_hook(
             lambda module, args, kwargs: self.calls.append(tuple(kwargs["input_ids"].shape)),
             with_kwargs=True)
-
-    def prefill_rows(self) -> int:
-        return sum(rows for rows, new in self.calls if new > 1)
 
     def decode_rows(self) -> list[int]:
         return [rows for rows, new in self.calls if new == 1]
@@ -150,15 +148,21 @@ def test_a_prompt_keeps_its_samples_among_other_prompts(model, tiny_tokenizer) -
 
 
 def test_one_prefill_per_prompt_serves_all_samples(model, tiny_tokenizer) -> None:
-    """8 prompts × 4 samples, 3 prompts at a time: 8 prompt rows are prefilled (not 32), over
-    several prefills as prompts join the running batch, and every sample is decoded."""
+    """8 prompts × 4 samples, 3 prompts at a time: first the template's system turn and user
+    header, which every prompt starts with, run once (one row); then 8 prompt rows are
+    prefilled (not 32) over several prefills as prompts join the running batch, each only past
+    the shared tokens; every sample is decoded."""
+    ids = encode(tiny_tokenizer)
+    shared = len(os.path.commonprefix(ids))
     log = ForwardLog(model)
     try:
-        samples = run(model, tiny_tokenizer, encode(tiny_tokenizer), SAMPLING)
+        samples = run(model, tiny_tokenizer, ids, SAMPLING)
     finally:
         log.handle.remove()
-    assert log.prefill_rows() == len(TEXTS)
-    assert sum(1 for _, new in log.calls if new > 1) >= 3
+    prefills = [(rows, new) for rows, new in log.calls if new > 1]
+    assert prefills[0] == (1, shared) and shared >= 10
+    assert sum(rows for rows, _ in prefills[1:]) == len(TEXTS) and len(prefills) >= 4
+    assert all(new <= max(map(len, ids)) - shared for _, new in prefills[1:])
     assert len(samples) == 4 * len(TEXTS)
     assert max(log.decode_rows()) <= SAMPLING.rows
 

@@ -57,8 +57,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--benign", type=int, default=100, metavar="N", help="benign prompts")
     p.add_argument("--max-new-tokens", type=int, default=64, metavar="N")
     p.add_argument("--sample", action="store_true",
-                   help="sample instead of greedy decoding (with --temperature, --top-p)")
+                   help="sample instead of greedy decoding (with --temperature, --top-k, --top-p)")
     p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely (0: all)")
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--gen-batch-size", type=int, default=32, metavar="N",
                    help="prompts decoded together (default 32)")
@@ -93,7 +94,8 @@ def options_from_args(args: argparse.Namespace):
     from prefalign.eval.runner import EvalOptions
 
     decoding = DecodeSettings(do_sample=args.sample, temperature=args.temperature,
-                              top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                              top_p=args.top_p, top_k=args.top_k,
+                              max_new_tokens=args.max_new_tokens,
                               seed=args.seed, batch_size=args.gen_batch_size)
     prompts = args.prompts
     if prompts is not None and [p.lower() for p in prompts] == ["none"]:

@@ -10,6 +10,7 @@ dropping rows copies the cache.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from prefalign.engine.sampling.cache import DecodeCache, left_pad
 from prefalign.engine.sampling.choose import choose_tokens, sequence_generator
 from prefalign.engine.sampling.settings import DecodeSettings
 
+_MIN_SHARED = 4  # shorter common prefixes are not worth a separate forward
 END_OF_TURN = "end_of_turn"
 LENGTH = "length"
 TokenCallback = Callable[[int, int, int], None]  # (prompt index, sample index, token id)
@@ -58,6 +60,35 @@ class ModelCall:
         return output.logits[:, -1].float()  # (B, V)
 
 
+class SharedPrefix:
+    """The leading tokens every prompt of a job shares (the chat template's system turn and user
+    header, say: 24 of SmolLM2's 42 on the evaluation's prompts). They run through the model
+    once; each prefill starts from a copy of their cache and runs only the tokens after them."""
+
+    def __init__(self, token_ids: Sequence[int]) -> None:
+        self.token_ids = list(token_ids)
+        self._cache: DecodeCache | None = None
+
+    @classmethod
+    def of(cls, prompt_ids: Sequence[Sequence[int]], config: object) -> SharedPrefix | None:
+        """The prompts' common prefix, when at least _MIN_SHARED tokens long and the model's
+        cache can be copied; every prompt keeps one token of its own (its logits are needed)."""
+        if not prompt_ids or not DecodeCache(config, reserve=0).mergeable:  # type: ignore[arg-type]
+            return None
+        common = os.path.commonprefix([list(ids) for ids in prompt_ids])
+        length = min(len(common), min(len(ids) for ids in prompt_ids) - 1)
+        return cls(common[:length]) if length >= _MIN_SHARED else None
+
+    def cache(self, call: ModelCall) -> DecodeCache:
+        """The prefix's cache (one row), computed on first use."""
+        if self._cache is None:
+            ids = torch.tensor([self.token_ids], device=call.device)  # (1, S)
+            self._cache = DecodeCache(call.config, reserve=0)
+            call(ids, torch.ones_like(ids), torch.arange(ids.shape[1], device=call.device)[None],
+                 self._cache)
+        return self._cache
+
+
 class LiveBatch:
     """The rows decoded together; see the module docstring."""
 
@@ -71,19 +102,21 @@ class LiveBatch:
 
     @classmethod
     def prefill(cls, call: ModelCall, prompts: Sequence[tuple[int, Sequence[int]]],
-                keys: Sequence[str | int], settings: DecodeSettings, pad_id: int) -> LiveBatch:
-        """One forward over the prompts (index, token ids), left-padded, then each prompt's
+                keys: Sequence[str | int], settings: DecodeSettings, pad_id: int,
+                prefix: SharedPrefix | None = None) -> LiveBatch:
+        """One forward over the prompts (index, token ids), left-padded (after the shared
+        prefix's cache when there is one: only the tokens after it run), then each prompt's
         cache row repeated for its num_samples samples."""
-        width = max(len(ids) for _, ids in prompts)
-        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)  # (P, T)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)  # (P, T)
-        for row, (_, ids) in enumerate(prompts):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            mask[row, width - len(ids) :] = 1
-        input_ids, mask = input_ids.to(call.device), mask.to(call.device)
-        # As transformers' generate: count real tokens; padding gets a harmless position 1.
-        positions = (mask.cumsum(dim=-1) - 1).masked_fill_(mask == 0, 1)  # (P, T)
+        shared = len(prefix.token_ids) if prefix is not None else 0
+        input_ids, tail_mask = _left_padded([ids[shared:] for _, ids in prompts], pad_id)
+        input_ids, tail_mask = input_ids.to(call.device), tail_mask.to(call.device)
         cache = DecodeCache(call.config, reserve=settings.max_new_tokens)
+        if prefix is not None:
+            cache.start_from(prefix.cache(call), len(prompts),
+                             room=input_ids.shape[1] + settings.max_new_tokens)
+        mask = torch.cat([tail_mask.new_ones((len(prompts), shared)), tail_mask], dim=1)
+        # As transformers' generate: count real tokens; padding gets a harmless position 1.
+        positions = (mask.cumsum(dim=-1) - 1).masked_fill_(mask == 0, 1)[:, shared:]  # (P, T)
         logits = call(input_ids, mask, positions, cache)  # (P, V)
         n = settings.num_samples
         if n > 1:
@@ -147,6 +180,17 @@ class LiveBatch:
         self.rows += other.rows
         self.positions = torch.cat([self.positions, other.positions])
         self.logits = torch.cat([self.logits, other.logits])
+
+
+def _left_padded(token_ids: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Token ids (P, T) padded on the left with pad_id, and their mask (P, T), 1 at tokens."""
+    width = max(len(ids) for ids in token_ids)
+    input_ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for row, ids in enumerate(token_ids):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        mask[row, width - len(ids) :] = 1
+    return input_ids, mask
 
 
 def _generator(settings: DecodeSettings, key: str | int, sample: int) -> torch.Generator | None:

@@ -80,6 +80,18 @@ class PreallocatedLayer(DynamicLayer):
         self.length = length
         self._set_views()
 
+    def start_from(self, prefix: PreallocatedLayer, rows: int, room: int) -> None:
+        """Hold `rows` copies of `prefix`'s one row, with `room` free positions after it."""
+        length = prefix.length
+        for name in ("_keys", "_values"):
+            view = getattr(prefix, name)[:, :, :length]  # (1, H, length, D)
+            buffer = view.new_empty((rows, view.shape[1], length + room, view.shape[3]))
+            buffer[:, :, :length] = view
+            setattr(self, name, buffer)
+        self.length = length
+        self.device, self.is_initialized = prefix.device, True
+        self._set_views()
+
     def _reallocate(self, like: Tensor, needed: int) -> None:
         capacity = needed + self.reserve
         shape = (like.shape[0], like.shape[1], capacity, like.shape[3])
@@ -121,6 +133,12 @@ class DecodeCache(DynamicCache):
             return
         for layer in self.layers:
             layer.select_rows(indices, drop_left)
+
+    def start_from(self, prefix: DecodeCache, rows: int, room: int) -> None:
+        """Begin as `rows` copies of the one-row cache `prefix` (both mergeable), with room for
+        `room` more positions before the buffers grow."""
+        for mine, theirs in zip(self.layers, prefix.layers, strict=True):
+            mine.start_from(theirs, rows, room)
 
     def append_rows(self, other: DecodeCache) -> None:
         """Add `other`'s rows after these (both must be mergeable)."""

@@ -1,5 +1,6 @@
 """Sample N responses per prompt with a KV cache: each prompt is prefilled once and its cache
 serves all N samples; finished sequences leave the batch and waiting prompts take their place.
+The tokens all prompts start with (the template's system turn, say) are run once for the job.
 
 Prompts go longest first (similar lengths share a prefill, and a memory problem shows at once).
 The batch holds at most `settings.rows` sequences. Between steps, ended rows are dropped once
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from prefalign.engine.sampling.batch import LiveBatch, ModelCall, Row, TokenCallback
+from prefalign.engine.sampling.batch import LiveBatch, ModelCall, Row, SharedPrefix, TokenCallback
 from prefalign.engine.sampling.settings import DecodeSettings
 
 _COMPACT_SHARE = 16  # drop ended rows once they are 1/16 of the batch
@@ -68,6 +69,7 @@ class _Job:
         order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
         self.waiting = deque(order)
         self.ended: dict[int, list[Sample]] = {}
+        self.prefix = SharedPrefix.of(prompt_ids, call.config)
 
     def run(self, on_token: TokenCallback | None) -> Iterator[list[Sample]]:
         batch: LiveBatch | None = None
@@ -98,7 +100,8 @@ class _Job:
     def _prefill(self, count: int) -> LiveBatch:
         chosen = [self.waiting.popleft() for _ in range(min(count, len(self.waiting)))]
         prompts = [(i, self.prompt_ids[i]) for i in chosen]
-        return LiveBatch.prefill(self.call, prompts, self.keys, self.settings, self.pad_id)
+        return LiveBatch.prefill(self.call, prompts, self.keys, self.settings, self.pad_id,
+                                 self.prefix)
 
     def _record(self, row: Row) -> list[Sample] | None:
         """Keep an ended row's sample; all of its prompt's samples once the last has ended."""
