@@ -72,7 +72,11 @@ def _train(config: Config, method: Method, resume: bool) -> RunResult:
     except RunFinished as finished:
         print(f"prefalign: {finished}")
         return _finished_result(finished)
-    open_records(run, position)
+    try:
+        open_records(run, position)
+    except BaseException:
+        _release(run)  # e.g. a full disk writing the manifest: the directory is free again
+        raise
     progress = Progress(run.total_steps, position.global_step, run.global_batch, run.is_main,
                         unit=method.unit)
     health = HealthMonitor(method.identity_loss(), run.config.optim.warmup_steps,
