@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from grpo_helpers import grpo_config
 
 from prefalign.cli.main import main
 from prefalign.config import ConfigError
 from prefalign.trainers.grpo.method import GrpoMethod
-from grpo_helpers import grpo_config
 
 MISSING_MODEL = "/nonexistent/model"  # loading it would fail: the errors come before
 

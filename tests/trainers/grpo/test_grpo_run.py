@@ -4,11 +4,11 @@ tied groups, exact resume, and what the manifest records."""
 from __future__ import annotations
 
 import pytest
+from grpo_helpers import grpo_config, judge_file
 
 from prefalign.engine.logger import read_metrics
 from prefalign.engine.manifest import read_manifest
 from prefalign.trainers.grpo.train import train_grpo
-from grpo_helpers import grpo_config, judge_file
 from run_helpers import final_weights, max_weight_difference
 from tiny_models import tiny_model_dir
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from prefalign.config import ConfigError
+from prefalign.data.bundled import resolve_data_path
 from prefalign.data.template import batch_token_ids, render_prompt
 from prefalign.data.tokenizer import tokenizer_identity
 from prefalign.engine.sampling.prompts import PromptRow, file_sha256, read_prompt_file
@@ -50,11 +51,11 @@ class PromptSplit:
 
 
 def read_prompts(path: str, key: str) -> list[PromptRow]:
-    """The prompt file's rows; a missing file is a ConfigError naming `key` (bad rows raise
-    DataError with FILE:LINE: FIELD)."""
+    """The prompt file's rows (a path, or bundled:NAME); a missing file is a ConfigError
+    naming `key` (bad rows raise DataError with FILE:LINE: FIELD)."""
     try:
-        return read_prompt_file(path)
-    except FileNotFoundError as error:
+        return read_prompt_file(resolve_data_path(path))
+    except (FileNotFoundError, KeyError) as error:
         raise ConfigError(f"{key}: {error}") from None
 
 
@@ -64,7 +65,8 @@ def prepare_prompt_split(name: str, path: str, rows: list[PromptRow],
     token_ids = batch_token_ids(tokenizer, texts)
     identity = {k: v for k, v in tokenizer_identity(tokenizer).items() if k != "name_or_path"}
     digest = hashlib.sha256(json.dumps({"version": FINGERPRINT_VERSION, "file":
-                                        file_sha256(path), "tokenizer": identity},
+                                        file_sha256(resolve_data_path(path)),
+                                        "tokenizer": identity},
                                        sort_keys=True).encode("utf-8"))
     for ids in token_ids:
         digest.update(json.dumps(ids).encode("utf-8"))
