@@ -52,8 +52,11 @@ def test_tied_groups_are_logged_and_give_no_gradient(tmp_path, model_dir):
     """A judge that returns a constant: every group tied, every advantage 0, so the loss and its
     gradient are exactly 0 and the weights do not move."""
     constant = f"{judge_file(tmp_path)}:constant"
-    config = grpo_config(tmp_path, model_dir, grpo={"judges": [constant]})
+    config = grpo_config(tmp_path, model_dir, grpo={"judges": [constant]},
+                         train={"max_steps": 5})
     result = train_grpo(config)
+    events = [event["name"] for event in read_manifest(result.run_dir)["health"]]
+    assert events == ["groups_all_tied"]
     for line in _train_logs(result.run_dir):
         assert line["groups/tied_fraction"] == 1.0
         assert line["advantages/abs_mean"] == 0.0
