@@ -167,10 +167,12 @@ class GrpoMethod(Method):
         return eval_metrics(columns)
 
     def manifest_sections(self, run: Run) -> dict[str, Any]:
+        """`grpo`: sampling, G, μ, clip, β, estimator, judges, reference; `loss`: the objective
+        by name ("grpo/dr_grpo", "rloo/dapo", ...) with β and ε, as `prefalign eval` reads it."""
         settings = rollout.decode_settings(self.grpo, 0, 1).token_settings()
         settings.pop("seed")
         grpo = self.grpo
-        return {"grpo": {
+        section = {
             "sampling": {**settings, "seed": "run.seed × 1000003 + batch number, then (prompt "
                          "id, sample index) per completion"},
             "group_size": grpo.group_size, "mu": grpo.mu, "epsilon": grpo.epsilon,
@@ -178,7 +180,10 @@ class GrpoMethod(Method):
             "estimator": grpo.estimator, "scale": grpo.scale,
             "normalisation": grpo.normalisation, "judges": self.panel.describe(),
             "reference": self.reference.describe() if self.reference else {"strategy": "none"},
-        }}
+        }
+        loss = {"name": f"{grpo.estimator}/{grpo.normalisation}", "params": {
+            "beta": grpo.beta, "epsilon": grpo.epsilon, "epsilon_high": grpo.epsilon_high}}
+        return {"grpo": section, "loss": loss}
 
 
 def _judged_columns(batch: dict[str, Tensor]) -> Columns:
