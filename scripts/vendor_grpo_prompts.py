@@ -1,7 +1,8 @@
 """Write the GRPO safety recipe's prompt files (run from the repo root).
 
 Harmful: StrongREJECT's forbidden prompts (MIT), leaving out the rows it took from AdvBench and
-any prompt that is in a set `prefalign eval` samples by default. Benign: the first human turn of
+any prompt that is in a set `prefalign eval` reads by default (its prompt sets and the human
+turns of its helpful-base perplexity pairs, `bundled:hh-helpful-sample`; the benign side too). Benign: the first human turn of
 single-turn hh-rlhf helpful-base test conversations (MIT), up to 300 characters. Both are
 shuffled with a fixed seed and split into training and held-out files of
 src/prefalign/resources/data/, rows {"id", "set", "kind", "category", "prompt"}. Attribution:
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gzip
 import json
 import random
 from pathlib import Path
@@ -21,13 +23,21 @@ from pathlib import Path
 SOURCE = Path("../shared/data/external")
 OUT = Path("src/prefalign/resources/data")
 EVAL_SETS = Path("src/prefalign/resources/data/prompts")
+HELPFUL_SAMPLE = OUT / "hh_rlhf_helpful_sample.jsonl.gz"  # `prefalign eval`'s perplexity pairs
 TRAIN, HELDOUT = 120, 30  # per kind
 MAX_BENIGN_CHARS = 300
 
 
 def eval_prompts() -> set[str]:
-    return {json.loads(line)["prompt"].strip().lower()
-            for path in EVAL_SETS.glob("*.jsonl") for line in path.open(encoding="utf-8")}
+    """Every prompt `prefalign eval` reads by default, lower-cased: the vendored prompt sets and
+    the human turns of the helpful-base pairs whose chosen replies it measures perplexity on."""
+    taken = {json.loads(line)["prompt"].strip().lower()
+             for path in EVAL_SETS.glob("*.jsonl") for line in path.open(encoding="utf-8")}
+    with gzip.open(HELPFUL_SAMPLE, "rt", encoding="utf-8") as f:
+        for line in f:
+            turns = json.loads(line)["chosen"].split("\n\nHuman:")[1:]
+            taken |= {turn.split("\n\nAssistant:", 1)[0].strip().lower() for turn in turns}
+    return taken
 
 
 def harmful(source: Path, taken: set[str]) -> list[dict[str, str]]:
