@@ -129,7 +129,3 @@ def completion_weights(lengths: Tensor, grpo: GrpoSection, sequences: int,
     return sequence_weights(mask, grpo.normalisation, num_sequences=sequences,
                             max_completion_length=grpo.max_new_tokens,
                             total_tokens=total_tokens)
-
-
-def tokenizer_pad(tokenizer: PreTrainedTokenizerBase) -> int:
-    return pad_token_id(tokenizer)
