@@ -44,6 +44,21 @@ def test_the_tone_recipe_is_lora_dpo_on_the_bundled_tone_set():
     assert tone.loss.name == "dpo" and tone.model.source == "smollm2-135m-instruct"
 
 
+def test_the_grpo_safety_recipe_resolves_its_prompts_and_judges():
+    """Everything `prefalign grpo` checks before a model loads: the bundled prompt files (both
+    kinds in each), the refusal judge finding every prompt's kind, μ against the schedule."""
+    from prefalign.trainers.grpo.method import GrpoMethod
+
+    config = load_config(REPO / "configs" / "grpo-safety.yaml")
+    assert config.lora.enabled and config.reference.strategy == "adapter_off"
+    assert config.model.source == "smollm2-135m-instruct" and config.grpo.beta > 0
+    method = GrpoMethod(config)
+    for rows in method.prompt_rows.values():
+        kinds = {row.columns["kind"] for row in rows}
+        assert kinds == {"harmful", "benign"}
+    assert [entry.judge.id for entry in method.panel.judges] == ["refusal"]
+
+
 def _script():
     spec = importlib.util.spec_from_file_location("make_tiny_model", REPO / "scripts" / "make_tiny_model.py")
     module = importlib.util.module_from_spec(spec)

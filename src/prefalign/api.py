@@ -72,6 +72,16 @@ def reward_model(config: ConfigLike = None, *, train_data: Any = None, eval_data
     return train_rm(resolved, resume=resume, tune_process=tune_process)
 
 
+def grpo(config: ConfigLike = None, *, resume: bool = False, tune_process: bool = False,
+         overrides: Mapping[str, Any] | None = None, **dotted: Any) -> RunResult:
+    """Online RL on judged samples (GRPO, Dr. GRPO, DAPO, RLOO): `prefalign grpo` as a call;
+    the prompts are `grpo.prompts` (a prompt file path)."""
+    from prefalign.trainers.grpo.train import train_grpo
+
+    return train_grpo(resolve_config(config, overrides, **dotted), resume=resume,
+                      tune_process=tune_process)
+
+
 def evaluate(run_dir: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:
     """`prefalign eval RUN_DIR --out OUT`: options are `EvalOptions` fields (pairs, max_pairs,
     prompt_sets, harmful, benign, ...); returns what eval.json holds."""

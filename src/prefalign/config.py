@@ -164,6 +164,34 @@ class RmSection:
 
 
 @dataclass(frozen=True)
+class GrpoSection:
+    """`prefalign grpo` only (docs/grpo.md). prompts / eval_prompts: prompt files (the format
+    `prefalign generate --prompts` reads; `kind` columns for the refusal judge); group_size: G
+    completions sampled per prompt (≥ 2); mu: optimiser steps per sampled batch (μ ≥ 1);
+    epsilon, epsilon_high: the clip range [1 − ε, 1 + ε_high] (ε_high null: ε); beta: the k3 KL
+    coefficient (0: no reference is held); estimator: grpo (group-normalised advantages, scaled
+    by `scale`: group | batch | none) or rloo (leave-one-out baseline, unscaled);
+    normalisation: grpo | dr_grpo | dapo (how token losses are averaged); max_new_tokens,
+    temperature, top_p, top_k: sampling; judges: `KIND[:TARGET][@WEIGHT]` specs, summed."""
+
+    prompts: str | None = None
+    eval_prompts: str | None = None
+    group_size: int = 4
+    mu: int = 1
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    beta: float = 0.0
+    estimator: Literal["grpo", "rloo"] = "grpo"
+    scale: Literal["group", "batch", "none"] = "group"
+    normalisation: Literal["grpo", "dr_grpo", "dapo"] = "grpo"
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    judges: tuple[str, ...] = ("refusal",)
+
+
+@dataclass(frozen=True)
 class OptimSection:
     """AdamW, `warmup_steps` of linear warm-up, then `schedule` decay to 0 at the last step.
     fused: torch's fused AdamW kernel (one pass over each tensor, no temporaries) where the
@@ -247,7 +275,8 @@ class TrainSection:
 
 @dataclass(frozen=True)
 class Config:
-    """A whole run. Sections: run, model, lora, data, loss, reference, sft, rm, optim, train."""
+    """A whole run. Sections: run, model, lora, data, loss, reference, sft, rm, grpo, optim,
+    train."""
 
     run: RunSection = field(default_factory=RunSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -257,6 +286,7 @@ class Config:
     reference: ReferenceSection = field(default_factory=ReferenceSection)
     sft: SftSection = field(default_factory=SftSection)
     rm: RmSection = field(default_factory=RmSection)
+    grpo: GrpoSection = field(default_factory=GrpoSection)
     optim: OptimSection = field(default_factory=OptimSection)
     train: TrainSection = field(default_factory=TrainSection)
 
@@ -438,6 +468,7 @@ def check_config(config: Config) -> None:
         raise ConfigError(f"loss.name: {config.loss.name!r} takes unpaired examples, and only "
                           "kto has an unpaired trainer (see docs/losses.md)")
     _check_reference(config)
+    _check_grpo(config.grpo)
     if t.autocast != "off" and config.model.dtype != "float32":
         raise ConfigError(f"train.autocast: {t.autocast} autocast needs float32 master weights; "
                           f"set model.dtype: float32 (got {config.model.dtype})")
@@ -452,6 +483,31 @@ def _check_reference(config: Config) -> None:
     if strategy == "adapter_off" and not config.lora.enabled:
         raise ConfigError("reference.strategy: adapter_off needs lora.enabled: true "
                           "(or choose frozen_copy / precomputed)")
+
+
+def _check_grpo(grpo: GrpoSection) -> None:
+    if grpo.group_size < 2:
+        raise ConfigError(f"grpo.group_size: must be >= 2 (advantages compare completions of "
+                          f"the same prompt), got {grpo.group_size!r}")
+    _positive("grpo.mu", grpo.mu)
+    _positive("grpo.max_new_tokens", grpo.max_new_tokens)
+    if not 0 < grpo.epsilon < 1:  # written so that NaN fails too
+        raise ConfigError(f"grpo.epsilon: must be in (0, 1), got {grpo.epsilon!r}")
+    if grpo.epsilon_high is not None and not grpo.epsilon_high > 0:
+        raise ConfigError(f"grpo.epsilon_high: must be > 0 (or null: epsilon), got "
+                          f"{grpo.epsilon_high!r}")
+    if not (math.isfinite(grpo.beta) and grpo.beta >= 0):
+        raise ConfigError(f"grpo.beta: must be a finite number >= 0, got {grpo.beta!r}")
+    if grpo.estimator == "rloo" and grpo.scale != "group":
+        raise ConfigError("grpo.scale: rloo's leave-one-out advantages are not scaled; remove "
+                          "grpo.scale or use estimator: grpo")
+    if not (math.isfinite(grpo.temperature) and grpo.temperature > 0):
+        raise ConfigError(f"grpo.temperature: must be > 0, got {grpo.temperature!r}")
+    if not 0 < grpo.top_p <= 1:
+        raise ConfigError(f"grpo.top_p: must be in (0, 1], got {grpo.top_p!r}")
+    _positive("grpo.top_k", grpo.top_k, allow_zero=True)
+    if not grpo.judges:
+        raise ConfigError("grpo.judges: give at least one judge (e.g. [refusal])")
 
 
 def _needs_reference(loss_name: str) -> bool:

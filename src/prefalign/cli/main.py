@@ -19,6 +19,7 @@ from prefalign.cli import distill as distill_commands
 from prefalign.cli import eval as eval_commands
 from prefalign.cli import export as export_commands
 from prefalign.cli import generate as generate_commands
+from prefalign.cli import grpo as grpo_commands
 from prefalign.cli import pairs as pairs_commands
 from prefalign.cli import probe as probe_commands
 from prefalign.cli import rm as rm_commands
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     train_commands.register(commands)
     sft_commands.register(commands)
     rm_commands.register(commands)
+    grpo_commands.register(commands)
     eval_commands.register(commands)
     probe_commands.register(commands)
     export_commands.register(commands)

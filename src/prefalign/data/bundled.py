@@ -16,6 +16,9 @@ BUNDLED = {
     "tone-heldout": "tone_heldout.jsonl.gz",
     "hh-helpful-train": "hh_rlhf_helpful_train.jsonl.gz",
     "hh-helpful-heldout": "hh_rlhf_helpful_heldout.jsonl.gz",
+    # Prompt files (not pairs): the GRPO safety recipe's (configs/grpo-safety.yaml)
+    "grpo-safety-train": "grpo_safety_train.jsonl",
+    "grpo-safety-heldout": "grpo_safety_heldout.jsonl",
 }
 
 

@@ -21,6 +21,7 @@ History = Sequence[Mapping[str, float]]
 WINDOW = 5  # consecutive logs a condition must hold for before it is reported
 IDENTITY_TOLERANCE = 1e-3  # |loss − loss at policy == reference| that counts as "not moved"
 SATURATED_GAP = 0.2  # train accuracy 1.0 vs held-out accuracy below 1.0 − this
+LENGTH_DRIFT = 1.5  # completion length mean grown (or shrunk) by this factor over the window
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,55 @@ def accuracy_saturated(
             "steps (train.early_stopping_patience), a lower optim.lr or more data")
 
 
+def groups_all_tied(history: History, window: int = WINDOW) -> str | None:
+    """Online methods: every group's rewards equal in each of the last `window` logs, so every
+    advantage is 0 and the policy gets no gradient from the rewards."""
+    recent = _last(history, window, ("groups/tied_fraction",))
+    if recent is None or not all(h["groups/tied_fraction"] >= 1.0 for h in recent):
+        return None
+    return (f"every group's completions got the same reward for {window} logs: the advantages "
+            "are 0 and only the KL term trains. Are the judges too coarse for these prompts "
+            "(all refused, all answered)? Try a larger grpo.group_size, a higher "
+            "grpo.temperature, harder or easier prompts, or a graded judge")
+
+
+def completion_length_drift(history: History, window: int = WINDOW,
+                            factor: float = LENGTH_DRIFT) -> str | None:
+    """Online methods: the mean completion length moving the same way at every one of the last
+    `window` logs and by `factor` overall (the verbosity trap, or a collapse to short answers)."""
+    recent = _last(history, window, ("completions/length_mean",))
+    if recent is None:
+        return None
+    lengths = [h["completions/length_mean"] for h in recent]
+    pairs = list(zip(lengths, lengths[1:], strict=False))
+    if all(b > a for a, b in pairs) and lengths[-1] >= factor * lengths[0]:
+        way = "grown"
+    elif all(b < a for a, b in pairs) and lengths[-1] * factor <= lengths[0]:
+        way = "shrunk"
+    else:
+        return None
+    return (f"the mean completion length has {way} at every log for {window} logs "
+            f"({lengths[0]:.1f} → {lengths[-1]:.1f} tokens): the policy may be learning the "
+            "judges' length preference rather than the task; check the rewards by length, or "
+            "use grpo.normalisation: dr_grpo")
+
+
+def reward_up_heldout_down(history: History, eval_rewards: Sequence[float],
+                           window: int = WINDOW) -> str | None:
+    """Online methods: the training reward rose over the last `window` logs while the last
+    held-out reward fell below the one before (the policy games the training prompts)."""
+    recent = _last(history, window, ("reward/mean",))
+    if recent is None or len(eval_rewards) < 2:
+        return None
+    if not (recent[-1]["reward/mean"] > recent[0]["reward/mean"]
+            and eval_rewards[-1] < eval_rewards[-2]):
+        return None
+    return (f"the training reward rose ({recent[0]['reward/mean']:.3f} → "
+            f"{recent[-1]['reward/mean']:.3f}) while the held-out reward fell "
+            f"({eval_rewards[-2]:.3f} → {eval_rewards[-1]:.3f}): over-optimisation of the "
+            "training prompts or the judge; consider a higher grpo.beta or fewer steps")
+
+
 def _last(history: History, window: int, keys: Iterable[str]) -> list[Mapping[str, float]] | None:
     """The last `window` entries, or None when there are fewer or one lacks a key or is NaN."""
     recent = list(history[-window:])
@@ -122,16 +172,25 @@ class HealthMonitor:
         self.identity = identity
         self.warmup_steps = warmup_steps
         self.fired = set(fired)
+        self.eval_rewards: list[float] = []  # held-out reward/mean of this process's evals
+        self._last_eval: Mapping[str, float] | None = None
 
     def check(
         self, step: int, history: History, last_eval: Mapping[str, float] | None
     ) -> list[HealthEvent]:
         """New events at `step` (those not reported before)."""
+        if last_eval is not None and last_eval is not self._last_eval and \
+                "reward/mean" in last_eval:
+            self.eval_rewards.append(last_eval["reward/mean"])
+        self._last_eval = last_eval
         found = {
             "likelihood_displacement": likelihood_displacement(history),
             "loss_stuck_at_identity": loss_stuck_at_identity(history, self.identity,
                                                              self.warmup_steps),
             "accuracy_saturated": accuracy_saturated(history, last_eval),
+            "groups_all_tied": groups_all_tied(history),
+            "completion_length_drift": completion_length_drift(history),
+            "reward_up_heldout_down": reward_up_heldout_down(history, self.eval_rewards),
         }
         events = [HealthEvent(name, step, message) for name, message in found.items()
                   if message is not None and name not in self.fired]

@@ -112,7 +112,7 @@ def _steps(run: Run, position: Position, progress: Progress, health: HealthMonit
 
 def _one_step(run: Run, position: Position, progress: Progress) -> dict[str, float] | None:
     """Train one step and log it; the metrics, or None when the step was skipped."""
-    result = train_step(run, run.micro_batches(position))
+    result = train_step(run, run.micro_batches(position), position.global_step)
     lr = run.scheduler.get_last_lr()[0]
     step = position.global_step + 1
     skipped = apply_update(run, result, step)
@@ -179,7 +179,8 @@ def _announce(run: Run, position: Position, progress: Progress) -> None:
     for name, split in run.splits.items():
         for warning in split.warnings:
             progress.write(f"data ({name}): {warning}")
-    left_out = len(run.splits["train"]) - run.steps_per_epoch * run.global_batch
+    batches = run.steps_per_epoch // run.method.passes_per_batch
+    left_out = len(run.splits["train"]) - batches * run.global_batch
     if left_out and position.global_step == 0:
         progress.write(f"{left_out} training {run.method.unit} do not fill a global batch of "
                        f"{run.global_batch}; each epoch leaves that many out (the next epoch's "

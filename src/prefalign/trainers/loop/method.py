@@ -48,6 +48,9 @@ class Method(ABC):
 
     name: str  # recorded in the manifest
     unit: str = "examples"  # what the progress bar counts ("pairs", "conversations", ...)
+    # Optimiser steps each global batch of examples serves (GRPO's μ): step k of an epoch takes
+    # batch k // passes_per_batch, and an epoch has passes_per_batch times as many steps.
+    passes_per_batch: int = 1
 
     def load_model(self, config: Config) -> LoadedModel:
         """The model to train and its tokenizer (the loop moves it to the device); by default
@@ -79,6 +82,13 @@ class Method(ABC):
     def make_batch(self, split: Split, indices: Tensor | Sequence[int],
                    pad_token_id: int) -> dict[str, Tensor]:
         """Tensors of those examples, plus "index" (B,): their positions in the split."""
+
+    def step_batches(self, run: Run, step: int,
+                     micro_batches: list[Tensor]) -> list[dict[str, Tensor]]:
+        """The tensors of optimiser step `step` (0-based), one dict per micro-batch of indices;
+        by default `make_batch` of each. An online method samples its batch here."""
+        split = run.splits["train"]
+        return [self.make_batch(split, indices, run.pad_token_id) for indices in micro_batches]
 
     @abstractmethod
     def forward(self, run: Run, scorer: nn.Module, batch: dict[str, Tensor],

@@ -110,7 +110,8 @@ class Run:
                 len(self.splits["train"]), self.config.run.seed, position.epoch)}
         train = self.config.train
         return micro_batch_indices(
-            self._permutations[position.epoch], position.step_in_epoch,
+            self._permutations[position.epoch],
+            position.step_in_epoch // self.method.passes_per_batch,
             batch_size=train.batch_size, grad_accum=train.grad_accum,
             rank=self.accelerator.process_index, world_size=self.accelerator.num_processes)
 
@@ -219,7 +220,7 @@ def _build(config: Config, method: Method, accelerator: Any, run_dir: Path,
     loaded.model.to(accelerator.device).train()
     rejects = run_dir if accelerator.is_main_process else None
     splits = method.prepare_splits(config, loaded.tokenizer, rejects)
-    _steps_per_epoch(config, splits, accelerator, method.unit)  # before a reference pass
+    _steps_per_epoch(config, splits, accelerator, method)  # before a reference pass
     scorer = method.build_scorer(loaded.model, config)
     method.attach(config, loaded, scorer, splits, accelerator)
     sharded = config.train.fsdp and accelerator.num_processes > 1
@@ -262,7 +263,7 @@ def _assemble(
     splits: dict[str, Split], scorer: nn.Module,
 ) -> Run:
     global_batch = global_batch_size(config, accelerator.num_processes)
-    per_epoch = _steps_per_epoch(config, splits, accelerator)
+    per_epoch = _steps_per_epoch(config, splits, accelerator, method)
     total = config.train.max_steps or config.train.epochs * per_epoch
     optimizer = build_optimizer(loaded.model, config.optim)
     stopping = EarlyStopping(config.train.early_stopping_metric,
@@ -277,11 +278,12 @@ def _assemble(
 
 
 def _steps_per_epoch(config: Config, splits: dict[str, Split], accelerator: Any,
-                     unit: str = "examples") -> int:
+                     method: Method) -> int:
+    """Optimiser steps per epoch: whole global batches, each used `passes_per_batch` times."""
     global_batch = global_batch_size(config, accelerator.num_processes)
-    per_epoch = steps_per_epoch(len(splits["train"]), global_batch)
+    per_epoch = steps_per_epoch(len(splits["train"]), global_batch) * method.passes_per_batch
     if per_epoch == 0:
-        raise ConfigError(f"data.train: {len(splits['train'])} {unit} are fewer than one "
+        raise ConfigError(f"data.train: {len(splits['train'])} {method.unit} are fewer than one "
                           f"global batch of {global_batch} (train.batch_size × train.grad_accum × "
                           f"{accelerator.num_processes} process(es)); lower the batch size")
     return per_epoch
@@ -334,5 +336,6 @@ def manifest_sections(run: Run) -> dict[str, Any]:
         "schedule": {"global_batch": run.global_batch, "processes":
                      run.accelerator.num_processes, "steps_per_epoch": run.steps_per_epoch,
                      "total_steps": run.total_steps, "pairs_left_out_per_epoch":
-                     len(run.splits["train"]) - run.steps_per_epoch * run.global_batch},
+                     len(run.splits["train"]) - run.global_batch *
+                     (run.steps_per_epoch // run.method.passes_per_batch)},
     }

@@ -72,15 +72,16 @@ def gather_columns(accelerator: Accelerator, columns: Columns) -> Columns:
             for i, n in enumerate(names)}
 
 
-def train_step(run: Run, micro_batches: list[Tensor]) -> StepResult:
-    """Forward and backward over this process's micro-batches, then gather and clip."""
-    accelerator, split, method = run.accelerator, run.splits["train"], run.method
+def train_step(run: Run, micro_batches: list[Tensor], step: int = 0) -> StepResult:
+    """Forward and backward over this process's micro-batches of optimiser step `step`
+    (0-based), then gather and clip."""
+    accelerator, method = run.accelerator, run.method
+    batches = method.step_batches(run, step, micro_batches)
     divisor = method.loss_divisor(run, micro_batches)
     parts = []
-    for j, indices in enumerate(micro_batches):
-        batch = method.make_batch(split, indices, run.pad_token_id)
+    for j, batch in enumerate(batches):
         batch = {name: tensor.to(accelerator.device) for name, tensor in batch.items()}
-        last = j == len(micro_batches) - 1
+        last = j == len(batches) - 1
         with _sync_gradients(run, last):
             losses, columns = method.forward(run, run.scorer, batch, "train")
             accelerator.backward(losses.sum() / divisor)

@@ -1,0 +1,1 @@
+"""Online RL on sampled completions: GRPO (Dr. GRPO and DAPO normalisations) and RLOO."""
