@@ -1,12 +1,15 @@
-"""Bad GRPO configs fail before any model loads, naming the key; the CLI trains and refuses."""
+"""Bad GRPO configs fail before any model loads, naming the key; the CLI and prefalign.grpo
+train and refuse."""
 
 from __future__ import annotations
 
 import pytest
 from grpo_helpers import grpo_config
 
+import prefalign
 from prefalign.cli.main import main
 from prefalign.config import ConfigError
+from prefalign.engine.manifest import read_manifest
 from prefalign.trainers.grpo.method import GrpoMethod
 
 MISSING_MODEL = "/nonexistent/model"  # loading it would fail: the errors come before
@@ -58,3 +61,12 @@ def model_dir_cli(tmp_path_factory, tiny_tokenizer):
     from tiny_models import tiny_model_dir
 
     return tiny_model_dir(tmp_path_factory.mktemp("model"), tiny_tokenizer)
+
+
+def test_api_trains_from_a_dict_with_dotted_overrides(tmp_path, model_dir_cli):
+    raw = grpo_config(tmp_path, model_dir_cli).to_dict()
+    result = prefalign.grpo(raw, train__max_steps=1, grpo__group_size=3, run__name="api")
+    assert result.outcome == "completed" and result.steps == 1
+    assert read_manifest(result.run_dir)["grpo"]["group_size"] == 3
+    with pytest.raises(ConfigError, match=r"grpo\.group_size"):
+        prefalign.grpo(raw, grpo__group_size=1)
