@@ -1,25 +1,42 @@
-"""prefalign against TRL's DPOTrainer: same model, pairs, order, batch, max length, β, precision
-and optimiser steps; pairs/s, tokens/s, peak memory, MFU and the losses of both, side by side.
+"""prefalign against TRL 1.16's DPOTrainer, SFTTrainer and RewardTrainer: same model, data, order,
+batch, max length, precision and optimiser steps; examples/s, tokens/s, peak memory, MFU and the
+losses of both, side by side.
 
     .venv/bin/python benchmarks/compare_trl.py --steps 10 --out runs/compare-trl.json
 
-Configurations (--configs): full-fp32 (full fine-tune, float32), lora-fp32 (LoRA r=16, α=32 on
-q_proj,v_proj), full-bf16 (bfloat16 autocast over float32 weights on both sides: TRL's
-bf16=True, prefalign's train.autocast=bfloat16, whose reference log-probs stay float32) and
-full-bf16-policyref (the same, but prefalign's reference runs under the same autocast as its
-policy, reference.precision=policy, as TRL's does).
+Configurations (--configs): DPO (β --beta, sigmoid loss) against DPOTrainer: full-fp32 (full
+fine-tune, float32), lora-fp32 (LoRA r=16, α=32 on q_proj,v_proj), full-bf16 (bfloat16 autocast
+over float32 weights on both sides: TRL's bf16=True, prefalign's train.autocast=bfloat16, whose
+reference log-probs stay float32) and full-bf16-policyref (the same, but prefalign's reference
+runs under the same autocast as its policy, reference.precision=policy, as TRL's does);
+sft (`prefalign sft`, full fine-tune, float32) against SFTTrainer; rm (`prefalign rm train`,
+full fine-tune, float32) against RewardTrainer.
 prefalign scores its reference 2 pairs per forward (train.eval_batch_size=2, measured fastest for
 the float32 pass on a 2-core CPU; under autocast, 8 per forward measured ~10% faster, kept at 2 so
-runs compare). Both sides: batch 4 pairs, no accumulation, AdamW (β 0.9/0.999, ε 1e-8, no weight
-decay), constant learning rate without warm-up, gradient clipping at 1.0, dropout off, DPO sigmoid
-loss with β 0.1, sequences of at most --max-length tokens, the same LoRA A matrices (B starts at
-0). The pairs are the first steps × batch-size of prefalign's training order for the seed (its
-shuffled, limited split visited in its seeded permutation); TRL reads them from a JSONL in that
-order with its sequential sampler, and its worker checks that it saw every batch in that order.
+runs compare). Every configuration, both sides: batch --batch-size examples (pairs;
+conversations for sft), no accumulation, AdamW (β 0.9/0.999, ε 1e-8, no weight decay), constant
+learning rate without warm-up, gradient clipping at 1.0, dropout off, sequences of at most
+--max-length tokens, the same LoRA A matrices (B starts at 0). The examples are the first
+steps × batch-size of prefalign's training order for the seed (its shuffled, limited split
+visited in its seeded permutation); TRL reads them from a JSONL in that order with its
+sequential sampler, and its worker checks that it saw every batch in that order.
 
---tokens: `same` feeds TRL prefalign's exact token ids (prompt_ids/chosen_ids/rejected_ids),
+sft: the conversations are the chosen side of --data's pairs (prefalign's SFT data path: every
+turn of the transcript, the preferred replies as assistant turns; transcripts that are not a
+conversation are skipped), loss on every assistant turn. TRL gets prefalign's `input_ids` and its
+loss mask as `completion_mask` (`completion_only_loss=True`) and pads each batch (its default:
+no packing, no padding-free); prefalign packs the conversations into one row (block-diagonal
+attention). Both losses are the summed NLL of the scored tokens over the step's count of them.
+rm: TRL gets each pair's two sequences (prompt + reply) as `chosen_ids`/`rejected_ids` and pads
+the 2B of them; prefalign computes each prompt once for both replies. Both rewards are the
+`score` head at the last token that is not the pad token; TRL's head is overwritten with
+prefalign's seeded initialisation before training (the table's checks say whether the two
+heads matched), and both losses are the mean over pairs of −log σ(r⁺ − r⁻).
+
+--tokens (DPO): `same` feeds TRL prefalign's exact token ids (prompt_ids/chosen_ids/rejected_ids),
 so the losses compare like for like; `native` lets TRL tokenise the conversational pairs itself
 (as a TRL user would; the result names every way its sequences differ); `both` runs both.
+sft and rm always run `same`.
 
 Every run is its own process (peak resident memory is per process), TRL and prefalign taking
 turns within each configuration. TRL lives in its own virtual environment (--trl-venv, built on
@@ -63,6 +80,13 @@ from compare_trl_report import (
     ratios,
     summarize,
 )
+from compare_trl_sft_rm import (
+    conversation_lengths,
+    planned_conversations,
+    rm_row,
+    sft_row,
+    write_rows,
+)
 
 HERE = Path(__file__).resolve().parent
 TRL_SPEC = "trl==1.16.*"
@@ -79,11 +103,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--data", default="bundled:hh-harmless-train")
     parser.add_argument("--out", type=Path, default=Path("runs/compare-trl.json"))
     parser.add_argument("--tokens", choices=("same", "native", "both"), default="both")
-    parser.add_argument("--batch-size", type=int, default=4, help="pairs per optimiser step")
+    parser.add_argument("--batch-size", type=int, default=4, help="examples per optimiser step (pairs; sft: conversations)")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--lr", type=float, help="learning rate for every config "
-                        "(default: 1e-6 full fine-tunes, 5e-5 LoRA)")
+                        "(default: 1e-6 DPO full fine-tunes, 5e-5 LoRA, 1e-5 sft and rm)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gradient-checkpointing", action="store_true", help="on both sides")
     parser.add_argument("--prefalign-reference", default="precomputed",
@@ -164,7 +188,8 @@ def run_worker(python: Path, script: str, spec: dict[str, Any], directory: Path)
 
 def base_spec(args: argparse.Namespace, name: str, model_dir: Path, data_file: Path) -> dict:
     setup = CONFIGS[name]
-    return {"config": name, "model_dir": str(model_dir), "data_file": str(data_file),
+    return {"config": name, "task": setup.task, "model_dir": str(model_dir),
+            "data_file": str(data_file),
             "steps": args.steps, "batch_size": args.batch_size, "max_length": args.max_length,
             "beta": args.beta, "lr": args.lr if args.lr is not None else setup.lr,
             "seed": args.seed, "bf16": setup.bf16, "lora": LORA if setup.lora else None,
@@ -182,23 +207,35 @@ def overrides_for(args: argparse.Namespace, name: str, model_dir: Path, run_root
         extra=args.prefalign_set)
 
 
+TRL_WORKERS = {"dpo": "compare_trl_trl.py", "sft": "compare_trl_trl_sft_rm.py",
+               "rm": "compare_trl_trl_sft_rm.py"}
+
+
+def token_modes(args: argparse.Namespace, task: str) -> list[str]:
+    """The TRL runs of a configuration: sft and rm always take prefalign's ids (`same`)."""
+    if task != "dpo":
+        return ["same"]
+    return ["same", "native"] if args.tokens == "both" else [args.tokens]
+
+
 def run_config(args, name, model_dir, data_file, workdir, trl_python, plan) -> list[dict]:
     """TRL and prefalign taking turns on one configuration; each run's entry (no summary yet)."""
     spec = base_spec(args, name, model_dir, data_file)
-    modes = ["same", "native"] if args.tokens == "both" else [args.tokens]
+    task = CONFIGS[name].task
     entries = []
-    for i, tokens in enumerate(modes):
-        result = run_worker(trl_python, "compare_trl_trl.py", {**spec, "tokens": tokens},
+    for i, tokens in enumerate(token_modes(args, task)):
+        result = run_worker(trl_python, TRL_WORKERS[task], {**spec, "tokens": tokens},
                             workdir / name / f"trl-{tokens}")
-        entries.append({"config": name, "side": "trl", "tokens": tokens, "result": result})
+        entries.append({"config": name, "task": task, "side": "trl", "tokens": tokens,
+                        "result": result})
         if i == 0:  # prefalign between the TRL runs: the sides take turns
             directory = workdir / name / "prefalign"
             overrides = overrides_for(args, name, model_dir, directory / "run")
             result = run_worker(Path(sys.executable), "compare_trl_prefalign.py",
                                 {**spec, "tokens": "own", "prefalign_overrides": overrides},
                                 directory)
-            result.update(plan)  # its pairs per step are the planned ones, by construction
-            entries.append({"config": name, "side": "prefalign", "tokens": "own",
+            result.update(plan)  # its examples per step are the planned ones, by construction
+            entries.append({"config": name, "task": task, "side": "prefalign", "tokens": "own",
                             "result": result})
     return entries
 
@@ -208,8 +245,8 @@ def summarize_all(entries: list[dict]) -> list[dict]:
     peaks = best_peaks([entry["result"] for entry in entries])
     for entry in entries:
         setup = CONFIGS[entry["config"]]
-        entry["summary"] = summarize(entry["result"], lora=setup.lora, bf16=setup.bf16,
-                                     peaks=peaks)
+        entry["summary"] = summarize(entry["result"], task=setup.task, lora=setup.lora,
+                                     bf16=setup.bf16, peaks=peaks)
     comparisons = []
     for name in dict.fromkeys(entry["config"] for entry in entries):
         ours = next(e for e in entries if e["config"] == name and e["side"] == "prefalign")
@@ -251,15 +288,26 @@ def machine(entries: list[dict[str, Any]]) -> dict[str, Any]:
             "versions": versions}
 
 
-def prepare_data(args, model_dir: Path, workdir: Path) -> tuple[Path, Any, dict]:
-    """The pairs of every step in prefalign's order, written for TRL; their lengths per step."""
-    overrides = overrides_for(args, args.configs[0], model_dir, workdir / "plan")
+def prepare_data(args, task: str, model_dir: Path, workdir: Path) -> tuple[Path, Any, dict]:
+    """The examples of every step in prefalign's order, written for TRL; their lengths per
+    step; (dpo) the tokenised pairs, for the native-tokenisation comparison."""
+    name = next(n for n in args.configs if CONFIGS[n].task == task)
+    overrides = overrides_for(args, name, model_dir, workdir / f"plan-{task}")
+    data_file = workdir / f"{task}-rows.jsonl"
+    if task == "sft":
+        _, conversations = planned_conversations(overrides)
+        write_rows(data_file, [sft_row(i, c) for i, c in enumerate(conversations)])
+        lengths = conversation_lengths(conversations, args.batch_size)
+        positions = [sum(tokens for tokens, _ in step) for step in lengths]  # packed, no padding
+        return data_file, None, {"example_lengths": lengths, "computed_positions": positions}
     _, pairs, tokenized = planned_pairs(overrides)
-    data_file = workdir / "pairs.jsonl"
-    write_trl_rows(data_file, pairs, tokenized)
-    plan = {"pair_lengths": pair_lengths(tokenized, args.batch_size),
+    if task == "rm":
+        write_rows(data_file, [rm_row(i, pair) for i, pair in enumerate(tokenized)])
+    else:
+        write_trl_rows(data_file, pairs, tokenized)
+    plan = {"example_lengths": pair_lengths(tokenized, args.batch_size),
             "computed_positions": packed_positions(tokenized, args.batch_size)}
-    return data_file, tokenized, plan
+    return data_file, tokenized if task == "dpo" else None, plan
 
 
 def native_tokenization(entries, tokenized, args, model_dir: Path) -> dict | None:
@@ -277,7 +325,8 @@ def print_report(args, entries, comparisons, tokenization, host: dict[str, Any])
                       for dtype, (low, high) in host["peak_flops_min_max"].items())
     print(f"\n{host['cpu']} (family/model/stepping {host['cpu_family_model_stepping']}), "
           f"{host['usable_cores']} cores; matmul peak GFLOP/s {peaks}")
-    print(f"{args.steps} steps x {args.batch_size} pairs per run; training steps exclude "
+    print(f"{args.steps} steps x {args.batch_size} examples (pairs; sft: conversations) per run; "
+          "training steps exclude "
           "step 1 (warm-up); all in = every step + any reference pass before step 1\n")
     print(format_table(entries, comparisons))
     print()
@@ -296,10 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="compare-trl-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"model {model_dir}\nrun files in {workdir}", flush=True)
-    data_file, tokenized, plan = prepare_data(args, model_dir, workdir)
+    prepared = {task: prepare_data(args, task, model_dir, workdir)
+                for task in dict.fromkeys(CONFIGS[name].task for name in args.configs)}
     entries = []
     for name in args.configs:
+        data_file, _, plan = prepared[CONFIGS[name].task]
         entries += run_config(args, name, model_dir, data_file, workdir, trl_python, plan)
+    tokenized = prepared["dpo"][1] if "dpo" in prepared else None
     comparisons = summarize_all(entries)
     tokenization = native_tokenization(entries, tokenized, args, model_dir)
     host = machine(entries)

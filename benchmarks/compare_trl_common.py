@@ -40,19 +40,24 @@ def proc_status_mib(field: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+# What each task records beside the loss at every step (the step's means over its examples)
+STEP_VALUES = {"dpo": ("logps_chosen", "logps_rejected"),
+               "rm": ("rewards_chosen", "rewards_rejected"),
+               "sft": ("scored_tokens",)}
+
+
 class StepClock:
-    """Wall time, loss, log-probs and memory at the end of every optimiser step.
+    """Wall time, loss, the task's `STEP_VALUES` and memory at the end of every optimiser step.
 
     Step 1 runs from `start()` to its end; step k > 1 from the end of step k-1 to its end, so
     whatever the loop does between steps (logging, data) is counted once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, task: str = "dpo") -> None:
         self.started: float | None = None
         self.ends: list[float] = []
         self.losses: list[float] = []
-        self.logps_chosen: list[float] = []
-        self.logps_rejected: list[float] = []
+        self.values: dict[str, list[float]] = {name: [] for name in STEP_VALUES[task]}
         self.rss_mib: list[float] = []
         self.peak_rss_mib = 0.0
 
@@ -60,11 +65,11 @@ class StepClock:
         if self.started is None:
             self.started = time.perf_counter()
 
-    def tick(self, loss: float, logps_chosen: float, logps_rejected: float) -> None:
+    def tick(self, loss: float, *values: float) -> None:
         self.ends.append(time.perf_counter())
         self.losses.append(float(loss))
-        self.logps_chosen.append(float(logps_chosen))
-        self.logps_rejected.append(float(logps_rejected))
+        for column, value in zip(self.values.values(), values, strict=True):
+            column.append(float(value))
         self.rss_mib.append(proc_status_mib("VmRSS"))
         # The high-water mark up to the end of the last step: what saving a checkpoint after
         # training may add is not part of the comparison.
@@ -77,8 +82,7 @@ class StepClock:
         return [end - start for start, end in zip(starts, self.ends, strict=True)]
 
     def results(self) -> dict[str, Any]:
-        return {"step_seconds": self.step_seconds(), "losses": self.losses,
-                "logps_chosen": self.logps_chosen, "logps_rejected": self.logps_rejected,
+        return {"step_seconds": self.step_seconds(), "losses": self.losses, **self.values,
                 "rss_mib": self.rss_mib, "peak_rss_mib": self.peak_rss_mib}
 
 
@@ -95,7 +99,10 @@ def matmul_peak_flops(dtype: torch.dtype, size: int = PEAK_MATMUL_SIZE) -> float
         products.append(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""))
     best = float("inf")
     for product in products:
-        product()  # warm-up: library initialisation and kernel selection
+        try:
+            product()  # warm-up: library initialisation and kernel selection
+        except RuntimeError:  # oneDNN without a kernel for this dtype on this CPU: torch.mm's
+            continue
         for _ in range(PEAK_MATMUL_REPEATS):
             start = time.perf_counter()
             product()
@@ -136,6 +143,21 @@ def reset_lora_a(model: torch.nn.Module, seed: int) -> int:
     return count
 
 
+def reward_head_weight(hidden_size: int, seed: int) -> torch.Tensor:
+    """(1, H) float32: prefalign's reward-head initialisation (engine/models/reward.py,
+    `init_reward_head`): N(0, 1/(H + 1)) drawn from a generator seeded `seed`. The TRL worker
+    copies it into its model's `score` head, so both start from the same reward model."""
+    generator = torch.Generator().manual_seed(seed)
+    std = (hidden_size + 1) ** -0.5
+    return torch.randn((1, hidden_size), generator=generator, dtype=torch.float32) * std
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """A short hash of a tensor's float32 values (the parent compares both workers' heads)."""
+    data = tensor.detach().to(torch.float32).contiguous().cpu().numpy().tobytes()
+    return f"{zlib.crc32(data):08x}"
+
+
 def threads_and_versions(*modules: str) -> dict[str, Any]:
     """torch threads and the versions of the named packages, for the result file."""
     import importlib.metadata
@@ -153,12 +175,14 @@ def model_shape(model: torch.nn.Module) -> dict[str, int]:
     """Parameter counts and the sizes the FLOP estimate needs (see compare_trl_report.py).
 
     body_parameters: every matmul weight but the output projection (the input embedding is a
-    lookup); head_parameters: the output projection (vocabulary × width), tied or not.
+    lookup); head_parameters: the output projection (vocabulary × width, tied or not; a reward
+    model's scalar `score` head, 1 × width).
     """
     config = getattr(model, "config", None)
     parameters = {id(p): p for p in model.parameters()}  # tied weights counted once
     embedding = model.get_input_embeddings().weight
-    head = model.get_output_embeddings().weight
+    output = model.get_output_embeddings()
+    head = output.weight if output is not None else _score_head(model).weight
     total = sum(p.numel() for p in parameters.values())
     lookup_only = 0 if embedding is head else embedding.numel()
     return {
@@ -169,3 +193,11 @@ def model_shape(model: torch.nn.Module) -> dict[str, int]:
         "layers": int(getattr(config, "num_hidden_layers", 0) or 0),
         "hidden_size": int(getattr(config, "hidden_size", 0) or 0),
     }
+
+
+def _score_head(model: torch.nn.Module) -> torch.nn.Module:
+    """The `score` head of a sequence-classification model, or of a peft wrapper of one."""
+    for name, module in model.named_modules():
+        if name.split(".")[-1] == "score" and isinstance(module, torch.nn.Linear):
+            return module
+    raise ValueError(f"{type(model).__name__} has neither an output projection nor a score head")

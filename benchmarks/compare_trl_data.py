@@ -28,13 +28,14 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
 @dataclass(frozen=True)
 class Setup:
-    """One benchmark configuration: what differs between full-fp32, lora-fp32, full-bf16 and
-    full-bf16-policyref (TRL runs the last two alike)."""
+    """One benchmark configuration: the trainer compared (`task`: dpo against DPOTrainer, sft
+    against SFTTrainer, rm against RewardTrainer) and what differs between configurations."""
 
     lora: bool
     bf16: bool
     lr: float  # the same on both sides; constant, no warm-up
-    reference_precision: str = "full"  # prefalign's reference.precision
+    reference_precision: str = "full"  # prefalign's reference.precision (dpo only)
+    task: str = "dpo"
 
 
 CONFIGS = {
@@ -42,6 +43,8 @@ CONFIGS = {
     "lora-fp32": Setup(lora=True, bf16=False, lr=5e-5),
     "full-bf16": Setup(lora=False, bf16=True, lr=1e-6),
     "full-bf16-policyref": Setup(lora=False, bf16=True, lr=1e-6, reference_precision="policy"),
+    "sft": Setup(lora=False, bf16=False, lr=1e-5, task="sft"),
+    "rm": Setup(lora=False, bf16=False, lr=1e-5, task="rm"),
 }
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 
@@ -126,23 +129,28 @@ def prefalign_overrides(setup: Setup, *, model_dir: Path, run_root: Path, data: 
         "lora.enabled": setup.lora, **{f"lora.{key}": value for key, value in LORA.items()},
         "data.train": [data], "data.eval": [], "data.max_length": max_length,
         "data.limit_train": steps * batch_size,
-        "loss.name": "dpo", "loss.params.beta": beta,
-        "reference.strategy": reference, "reference.cache": str(run_root / "reference-cache"),
-        "reference.precision": setup.reference_precision,
         "optim.lr": lr, "optim.warmup_steps": 0, "optim.schedule": "constant",
         "optim.weight_decay": 0.0, "optim.max_grad_norm": 1.0,
         "train.batch_size": batch_size, "train.grad_accum": 1, "train.max_steps": steps,
         "train.eval_every": 0, "train.eval_batch_size": 2, "train.save_every": 0,
         "train.keep_last": 1, "train.log_every": 1,
     }
+    if setup.task == "dpo":
+        values.update({"loss.name": "dpo", "loss.params.beta": beta,
+                       "reference.strategy": reference,
+                       "reference.cache": str(run_root / "reference-cache"),
+                       "reference.precision": setup.reference_precision})
+    elif setup.task == "sft":
+        # a few hh-rlhf transcripts have two assistant turns in a row: left out, as
+        # configs/sft.yaml does, rather than stopping the run
+        values["data.on_error"] = "skip"
     # JSON is YAML, so every value reads back exactly (paths with colons included)
     return [f"{key}={json.dumps(value)}" for key, value in values.items()] + list(extra)
 
 
-def planned_pairs(overrides: list[str]) -> tuple[Config, list[PreferencePair], list[TokenizedPair]]:
-    """The pairs of every optimiser step, in order, exactly as prefalign's train() visits them."""
-    from prefalign.data.tokenizer import load_tokenizer
-    from prefalign.trainers.dpo.data import prepare_splits
+def training_order(config: Config, split_size: int) -> list[int]:
+    """Split positions of every optimiser step's examples, in order, as the shared loop visits
+    them (trainers/loop/batches.py)."""
     from prefalign.trainers.loop.batches import (
         epoch_permutation,
         global_batch_size,
@@ -150,17 +158,29 @@ def planned_pairs(overrides: list[str]) -> tuple[Config, list[PreferencePair], l
         steps_per_epoch,
     )
 
-    config = load_config(None, overrides)
-    split = prepare_splits(config, load_tokenizer(config.model.source))["train"]
-    per_epoch = steps_per_epoch(len(split), global_batch_size(config, 1))
+    per_epoch = steps_per_epoch(split_size, global_batch_size(config, 1))
+    if per_epoch == 0:
+        raise SystemExit(f"{split_size} examples do not fill one batch of {config.train.batch_size}")
     order: list[int] = []
     for step in range(config.train.max_steps or 0):
         epoch, step_in_epoch = divmod(step, per_epoch)
-        permutation = epoch_permutation(len(split), config.run.seed, epoch)
+        permutation = epoch_permutation(split_size, config.run.seed, epoch)
         for micro in micro_batch_indices(permutation, step_in_epoch,
                                          batch_size=config.train.batch_size,
                                          grad_accum=config.train.grad_accum):
             order += micro.tolist()
+    return order
+
+
+def planned_pairs(overrides: list[str]) -> tuple[Config, list[PreferencePair], list[TokenizedPair]]:
+    """The pairs of every optimiser step, in order, exactly as prefalign's train() visits them
+    (DPO and the reward model share these splits)."""
+    from prefalign.data.tokenizer import load_tokenizer
+    from prefalign.engine.pair_splits import prepare_splits
+
+    config = load_config(None, overrides)
+    split = prepare_splits(config, load_tokenizer(config.model.source))["train"]
+    order = training_order(config, len(split))
     return config, [split.pairs[i] for i in order], [split.tokenized[i] for i in order]
 
 

@@ -1,17 +1,20 @@
-"""prefalign side of compare_trl.py: `prefalign.trainers.dpo.train.train(config)` as is, with a
-stopwatch.
+"""prefalign side of compare_trl.py: the real trainer (`train` for dpo, `train_sft`, `train_rm`)
+as is, with a stopwatch.
 
     .venv/bin/python benchmarks/compare_trl_prefalign.py SPEC.json
 
-The run is the real `train()`; three module-level names are wrapped so the benchmark can see
-inside it without changing what it does: `loop._one_step` (time, loss and log-probs at the end
-of every optimiser step), `method.build_reference` (the reference pass: a precomputed reference
-scores every pair here, before step 1) and `run.load_model` (the model's shape, and the same
-LoRA A matrices as the TRL side). Each wrapper checks that the name still exists.
+The run is the real trainer; module-level names are wrapped so the benchmark can see inside it
+without changing what it does: `loop._one_step` (time, loss and the task's step values at the
+end of every optimiser step: mean log-probs for dpo, mean rewards for rm, scored tokens for
+sft), the method's `load_model` (the model's shape, the same LoRA A matrices as the TRL side, a
+digest of the reward head) and, for dpo, `method.build_reference` (the reference pass: a
+precomputed reference scores every pair here, before step 1). Each wrapper checks that the name
+still exists.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from typing import Any
@@ -22,6 +25,7 @@ from compare_trl_common import (
     model_shape,
     read_json,
     reset_lora_a,
+    tensor_digest,
     threads_and_versions,
     write_json,
 )
@@ -34,20 +38,32 @@ def wrap(module: Any, name: str, make_wrapper: Any) -> None:
     setattr(module, name, make_wrapper(original))
 
 
+# per task: the trainer function, its Method class, and the metrics each step records
+TASKS = {
+    "dpo": ("prefalign.trainers.dpo.train", "train", "prefalign.trainers.dpo.method", "DpoMethod",
+            ("loss", "logps/chosen", "logps/rejected")),
+    "sft": ("prefalign.trainers.sft.train", "train_sft", "prefalign.trainers.sft.method",
+            "SftMethod", ("loss", "tokens")),
+    "rm": ("prefalign.trainers.rm.train", "train_rm", "prefalign.trainers.rm.method", "RmMethod",
+           ("loss", "rewards/chosen", "rewards/rejected")),
+}
+
+
 def instrument(spec: dict[str, Any], clock: StepClock, seen: dict[str, Any]) -> None:
-    """Wrap the three names (see the module docstring); `seen` collects what they observe."""
-    from prefalign.trainers.dpo import method as method_module
+    """Wrap the names of the module docstring; `seen` collects what they observe."""
     from prefalign.trainers.loop import loop
-    from prefalign.trainers.loop import run as run_module
+
+    _, _, method_module_name, method_class_name, metric_names = TASKS[spec["task"]]
+    method_module = importlib.import_module(method_module_name)
 
     def one_step(original):
         def timed(run, position, progress):
             clock.start()
             metrics = original(run, position, progress)
             if metrics is None:  # a skipped (non-finite) step
-                clock.tick(float("nan"), float("nan"), float("nan"))
+                clock.tick(*(float("nan") for _ in metric_names))
             else:
-                clock.tick(metrics["loss"], metrics["logps/chosen"], metrics["logps/rejected"])
+                clock.tick(*(metrics[name] for name in metric_names))
             return metrics
         return timed
 
@@ -60,25 +76,31 @@ def instrument(spec: dict[str, Any], clock: StepClock, seen: dict[str, Any]) -> 
         return timed
 
     def load_model(original):
-        def loaded(*args, **kwargs):
-            result = original(*args, **kwargs)
+        def loaded(self, config):
+            result = original(self, config)
             if spec["lora"]:
                 seen["lora_a_reset"] = reset_lora_a(result.model, spec["seed"])
+            if spec["task"] == "rm":
+                from prefalign.engine.models.reward import reward_head
+
+                seen["reward_head_digest"] = tensor_digest(reward_head(result.model).weight)
             seen["shape"] = model_shape(result.model)
             return result
         return loaded
 
     wrap(loop, "_one_step", one_step)
-    wrap(method_module, "build_reference", build_reference)
-    wrap(run_module, "load_model", load_model)
+    wrap(getattr(method_module, method_class_name), "load_model", load_model)
+    if spec["task"] == "dpo":
+        wrap(method_module, "build_reference", build_reference)
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
     from prefalign.config import load_config
-    from prefalign.trainers.dpo.train import train
 
+    trainer_module, trainer_name = TASKS[spec["task"]][:2]
+    train = getattr(importlib.import_module(trainer_module), trainer_name)
     peaks = machine_peaks()
-    clock = StepClock()
+    clock = StepClock(spec["task"])
     seen: dict[str, Any] = {"reference_seconds": 0.0}
     instrument(spec, clock, seen)
     config = load_config(None, spec["prefalign_overrides"])
@@ -86,10 +108,12 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if outcome.outcome != "completed":
         raise RuntimeError(f"prefalign run ended {outcome.outcome!r}")
     effective = {"model_dtype": config.model.dtype, "scorer": config.train.scorer,
-                 "reference_strategy": config.reference.strategy, "autocast": config.train.autocast,
-                 "reference_precision": config.reference.precision,
+                 "autocast": config.train.autocast,
                  "gradient_checkpointing": config.model.gradient_checkpointing,
                  "lr_schedule": config.optim.schedule}
+    if spec["task"] == "dpo":
+        effective.update(reference_strategy=config.reference.strategy,
+                         reference_precision=config.reference.precision)
     return {**clock.results(), **seen, "peak_flops": peaks, "effective": effective,
             **threads_and_versions("torch", "transformers", "prefalign", "peft", "accelerate")}
 

@@ -37,8 +37,8 @@ class Recorder:
 
     def __init__(self) -> None:
         self.clock = StepClock()
-        self.pending: tuple[float, float, float] | None = None
-        self.pair_lengths: list[list[list[int]]] = []  # per step: [prompt, chosen, rejected]
+        self.pending: tuple[float, ...] | None = None  # loss, then the step values
+        self.example_lengths: list[list[list[int]]] = []  # per step: [prompt, chosen, rejected]
         self.sequence_hashes: list[list[str]] = []
         self.reference_seconds = 0.0
         self.lora_a_reset = 0
@@ -47,7 +47,7 @@ class Recorder:
         lengths = inputs["attention_mask"].sum(dim=1).tolist()  # (2B,): chosen rows, then rejected
         responses = inputs["completion_mask"].sum(dim=1).tolist()  # (2B,)
         pairs = len(lengths) // 2
-        self.pair_lengths.append([[lengths[i] - responses[i], responses[i], responses[pairs + i]]
+        self.example_lengths.append([[lengths[i] - responses[i], responses[i], responses[pairs + i]]
                                   for i in range(pairs)])
         rows = inputs["input_ids"].tolist()
         self.sequence_hashes.append([sequence_hash(row[:n]) for row, n in zip(rows, lengths, strict=True)])
@@ -94,8 +94,8 @@ def step_callback(recorder: Recorder) -> Any:
             recorder.clock.start()  # the first step's batch is already fetched here
 
         def on_step_end(self, args, state, control, **kwargs):
-            loss, chosen, rejected = recorder.pending or (float("nan"),) * 3
-            recorder.clock.tick(loss, chosen, rejected)
+            recorder.clock.tick(*(recorder.pending or
+                                  (float("nan"),) * (1 + len(recorder.clock.values))))
             recorder.pending = None
 
     return StepTimes()
@@ -185,9 +185,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     result = {
         **recorder.clock.results(), "reference_seconds": recorder.reference_seconds,
         "lora_a_reset": recorder.lora_a_reset,
-        "pair_lengths": recorder.pair_lengths,
+        "example_lengths": recorder.example_lengths,
         "computed_positions": [2 * len(step) * max(p + max(c, r) for p, c, r in step)
-                               for step in recorder.pair_lengths],  # padded (2B, T)
+                               for step in recorder.example_lengths],  # padded (2B, T)
         "order_verified": seen == expected[: len(seen)] and len(seen) == spec["steps"],
         "rows_after_preparation": len(dataset), "peak_flops": peaks,
         "shape": model_shape(trainer.model), "effective": effective_settings(trainer),
