@@ -102,10 +102,11 @@ def run_loop(config: LoopConfig, *, resume: bool = False, on_stage: StageHook | 
 
 
 def loop_identity(config: LoopConfig) -> dict[str, Any]:
-    """What decides the loop's outputs, as fingerprinted in its state: the config without
-    `rounds`, the train config it resolves to, and the prompt files' sha256."""
-    loop = config.to_dict()
-    del loop["rounds"]
+    """What decides the loop's outputs, as fingerprinted in its state: the config (without
+    `rounds` and the directory's own name and place), the train config it resolves to, and
+    the prompt files' sha256."""
+    loop = {key: value for key, value in config.to_dict().items()
+            if key not in ("rounds", "name", "output_dir")}
     prompts = [{"source": name, "sha256": file_sha256(_prompt_path(name))}
                for name in config.prompts]
     return {"loop": loop, "train": base_train_config(config).to_dict(),

@@ -5,7 +5,8 @@ A stage is done when the state file says so and its outputs still have the finge
 recorded when it finished; the file is rewritten atomically after each stage, so a loop
 stopped any way resumes at the first stage not recorded. A done stage whose output has changed
 or gone is an error (its later stages were made from it), as is resuming under a config with
-another fingerprint. `rounds` is not part of the fingerprint: a finished loop can be given more.
+another fingerprint. `rounds` is not part of the fingerprint (a finished loop can be given more),
+nor are the directory's name and place.
 """
 
 from __future__ import annotations

@@ -24,8 +24,10 @@ _COUNTS = ("prompts", "samples", "written", "tie", "too_few", "empty", "unsafe_d
 
 def round_row(round_dir: Path, round_: int) -> dict[str, Any]:
     """Round `round_`'s figures from the files under `round_dir` (None where absent)."""
-    lineage = _read(round_dir / "pairs.jsonl.lineage.json") or {}
-    counts = lineage.get("counts", {})
+    lineage = _read(round_dir / "pairs.jsonl.lineage.json")
+    counts = {name: (lineage or {}).get("counts", {}).get(name, 0 if lineage else None)
+              for name in _COUNTS}
+    lineage = lineage or {}
     scores = lineage.get("scores", {})
     samples = _read(round_dir / "samples.jsonl.manifest.json") or {}
     run = _read(round_dir / "run" / "manifest.json") or {}
@@ -34,7 +36,7 @@ def round_row(round_dir: Path, round_: int) -> dict[str, Any]:
         "round": round_,
         "generator_weight_hash": samples.get("model", {}).get("weight_hash"),
         "pairs_fingerprint": lineage.get("fingerprint"),
-        "counts": {name: counts.get(name) for name in _COUNTS},
+        "counts": counts,
         "judge_mean": scores.get("combined_mean"),
         "judge_means": scores.get("by_judge_mean"),
         "train": {"outcome": run.get("outcome"), "steps": run.get("steps")},
