@@ -11,6 +11,7 @@ from prefalign.cli.main import main
 from prefalign.config import ConfigError
 from prefalign.loop.rounds_config import load_loop_config, round_train_config
 from prefalign.loop.rounds_table import render_table
+from tiny_models import tiny_model_dir
 
 BAD = [
     ({"sampling": {"tempreature": 0.7}}, r"sampling\.tempreature: unknown key; did you mean "
@@ -66,6 +67,10 @@ def test_overrides_and_print_config(tmp_path, capsys):
     assert "rounds: 3" in printed and "n: 5" in printed and "lr: 2.0e-05" in printed
     loaded = load_loop_config(path, ["rounds=3", "train.settings.optim.lr=2e-5"])
     assert loaded.rounds == 3 and round_train_config(loaded, 1).optim.lr == 2e-5
+    printed_file = tmp_path / "printed.yaml"
+    assert main(["loop", "-c", str(path), "--print-config"]) == 0
+    printed_file.write_text(capsys.readouterr().out, encoding="utf-8")
+    assert load_loop_config(printed_file) == load_loop_config(path)  # it reads back the same
 
 
 def test_each_round_trains_from_the_last_with_the_reference_asked_for(tmp_path):
@@ -91,3 +96,15 @@ def test_the_table_shows_missing_stages_as_dashes():
     table = render_table(rows)
     assert "| 0 (original) | — | — | — | 25.0% [10.0–50.0%] (n=8) | — |" in table
     assert "| 1 | 3 | 1 | 0.50 | — | — | — | — | — |" in table
+
+
+def test_a_missing_model_or_prompt_file_is_named_before_anything_is_written(
+        tmp_path, capsys, tiny_tokenizer):
+    config = loop_config(tmp_path, tmp_path / "no-such-model")
+    assert main(["loop", "-c", str(write_yaml(tmp_path / "loop.yaml", config))]) == 2
+    assert "no-such-model: no such file or directory" in capsys.readouterr().err
+    config = loop_config(tmp_path, tiny_model_dir(tmp_path, tiny_tokenizer),
+                         prompts=["missing.jsonl"])
+    assert main(["loop", "-c", str(write_yaml(tmp_path / "loop.yaml", config))]) == 2
+    assert "prompts: missing.jsonl: no such prompt file" in capsys.readouterr().err
+    assert not (tmp_path / "loops").exists()

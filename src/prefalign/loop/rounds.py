@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from prefalign.atomic import replace_dir, write_text_atomic
+from prefalign.config import ConfigError
 from prefalign.data.bundled import resolve_data_path
 from prefalign.engine.forward.onednn import cpu_matmul
 from prefalign.engine.sampling.prompts import PromptRow, file_sha256, read_prompt_file
@@ -38,8 +39,9 @@ from prefalign.loop.rounds_config import (
     round_dir,
     round_train_config,
 )
-from prefalign.loop.rounds_state import LoopState, LoopStateError, open_state
+from prefalign.loop.rounds_state import LoopState, open_state
 from prefalign.loop.rounds_table import write_table
+from prefalign.sources import resolve_model_source
 
 STAGES = ("samples", "pairs", "train", "eval")
 PROMPTS = "prompts.jsonl"
@@ -84,6 +86,7 @@ def run_loop(config: LoopConfig, *, resume: bool = False, on_stage: StageHook | 
     """Run (or, with `resume`, continue) every round of `config`; `on_stage(round, stage)` is
     called after each stage is recorded as done."""
     loop_dir = config.loop_dir
+    resolve_model_source(original_model(config))  # a bad name fails before anything is written
     state = open_state(loop_dir, loop_identity(config), resume)
     loop_dir.mkdir(parents=True, exist_ok=True)
     loop = _Loop(config, state, loop_dir / PROMPTS, _merged_prompts(config, state), progress,
@@ -117,9 +120,9 @@ def _prompt_path(name: str) -> Path:
     try:
         path = resolve_data_path(name)
     except KeyError as error:
-        raise LoopStateError(f"prompts: {error.args[0] if error.args else error}") from None
+        raise ConfigError(f"prompts: {error.args[0] if error.args else error}") from None
     if not Path(path).is_file():
-        raise LoopStateError(f"prompts: {name}: no such prompt file")
+        raise ConfigError(f"prompts: {name}: no such prompt file")
     return Path(path)
 
 
