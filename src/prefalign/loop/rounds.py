@@ -63,7 +63,6 @@ class LoopResult:
 @dataclass
 class _Loop:
     config: LoopConfig
-    state: LoopState
     prompts_path: Path
     prompts: list[PromptRow]
     progress: bool
@@ -89,7 +88,7 @@ def run_loop(config: LoopConfig, *, resume: bool = False, on_stage: StageHook | 
     resolve_model_source(original_model(config))  # a bad name fails before anything is written
     state = open_state(loop_dir, loop_identity(config), resume)
     loop_dir.mkdir(parents=True, exist_ok=True)
-    loop = _Loop(config, state, loop_dir / PROMPTS, _merged_prompts(config, state), progress,
+    loop = _Loop(config, loop_dir / PROMPTS, _merged_prompts(config, state), progress,
                  tune_process)
     for round_ in range(1, config.rounds + 1):
         for stage in STAGES:
