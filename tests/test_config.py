@@ -182,6 +182,12 @@ def test_adapter_off_needs_lora():
     assert load_config(None, ["reference.strategy=adapter_off", "lora.enabled=true"])
 
 
+def test_a_reference_source_is_a_frozen_copy():
+    with pytest.raises(ConfigError, match=r"reference\.source: .*frozen_copy \(got precomputed\)"):
+        load_config(None, ["reference.source=some/model", "reference.strategy=precomputed"])
+    assert load_config(None, ["reference.source=some/model"]).reference.source == "some/model"
+
+
 @pytest.mark.parametrize("loss", ["dpo", "ipo", "hinge", "rpo"])
 def test_reference_none_with_a_loss_that_needs_one(loss):
     with pytest.raises(ConfigError, match=f"reference.strategy: '{loss}' needs a reference"):

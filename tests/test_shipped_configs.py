@@ -10,7 +10,8 @@ import pytest
 from prefalign.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
+LOOP_CONFIGS = sorted((REPO / "configs").glob("loop-*.yaml"))  # `prefalign loop` configs
+CONFIGS = sorted(set((REPO / "configs").glob("*.yaml")) - set(LOOP_CONFIGS))
 
 
 def test_the_examples_the_readme_promises_are_shipped():
@@ -80,3 +81,27 @@ def test_tiny_config_points_at_the_directory_its_script_writes(tmp_path, tiny_to
                                                  **source.pretrained_kwargs())
     assert model.config.num_hidden_layers == 2
     assert model.get_input_embeddings().weight.shape[0] == len(tiny_tokenizer)
+
+
+@pytest.mark.parametrize("path", LOOP_CONFIGS, ids=[path.name for path in LOOP_CONFIGS])
+def test_shipped_loop_config_validates(path):
+    """Every round's train config included; the prompt files resolve and carry both kinds."""
+    from prefalign.data.bundled import resolve_data_path
+    from prefalign.engine.sampling.prompts import read_prompt_file
+    from prefalign.loop.rounds_config import load_loop_config, round_train_config
+
+    config = load_loop_config(path)
+    assert config.name == path.stem
+    assert round_train_config(config, config.rounds).model.source.endswith("run/final")
+    for name in config.prompts:
+        kinds = {row.columns.get("kind") for row in read_prompt_file(resolve_data_path(name))}
+        assert kinds == {"harmful", "benign"}
+
+
+def test_the_loop_safety_recipe_keeps_its_prompts_apart_from_the_evaluation():
+    from prefalign.loop.rounds_config import load_loop_config
+
+    config = load_loop_config(REPO / "configs" / "loop-safety.yaml")
+    assert config.prompts == ("bundled:grpo-safety-train",)
+    assert config.eval is not None and config.eval.prompt_sets is None  # eval's own sets
+    assert config.pairs.judges == ("refusal",) and 1 <= config.rounds <= 2

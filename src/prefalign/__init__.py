@@ -16,7 +16,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("train", "sft", "reward_model", "grpo", "evaluate", "load_pairs", "audit", "resolve_config")
+_API = ("train", "sft", "reward_model", "grpo", "loop", "evaluate", "load_pairs", "audit",
+        "resolve_config")
 __all__ = [*_API, "Config", "load_config", "__version__"]
 
 

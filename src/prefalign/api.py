@@ -26,6 +26,7 @@ from prefalign.config import Config, ConfigError, config_from_dict, load_config
 if TYPE_CHECKING:
     from prefalign.data.audit import AuditReport
     from prefalign.data.load import LoadResult
+    from prefalign.loop.rounds import LoopResult
     from prefalign.trainers.loop.loop import RunResult
 
 ConfigLike = str | Path | Mapping[str, Any] | Config | None
@@ -80,6 +81,21 @@ def grpo(config: ConfigLike = None, *, resume: bool = False, tune_process: bool 
 
     return train_grpo(resolve_config(config, overrides, **dotted), resume=resume,
                       tune_process=tune_process)
+
+
+def loop(config: str | Path | Mapping[str, Any], *, resume: bool = False,
+         overrides: Mapping[str, Any] | None = None, on_stage: Any = None,
+         progress: bool = False, tune_process: bool = False, **dotted: Any) -> LoopResult:
+    """Iterative on-policy DPO: `prefalign loop -c LOOP.yaml` as a call. `config`: a loop
+    config path or dict; overrides as dotted keys (`rounds`, `sampling.n`, ...);
+    `on_stage(round, stage)` is called after each stage finishes. Returns the loop directory
+    and the rows of its rounds.json."""
+    from prefalign.loop.rounds import run_loop
+    from prefalign.loop.rounds_config import load_loop_config
+
+    changes = {**dict(overrides or {}), **{k.replace("__", "."): v for k, v in dotted.items()}}
+    return run_loop(load_loop_config(config, changes), resume=resume, on_stage=on_stage,
+                    progress=progress, tune_process=tune_process)
 
 
 def evaluate(run_dir: str | Path, out: str | Path, **options: Any) -> dict[str, Any]:

@@ -136,11 +136,15 @@ class ReferenceSection:
     (float32 reference log-probs under bfloat16 autocast); "policy" runs them as the policy's
     forward runs, under `train.autocast`, so that policy and reference log-probs start out
     identical (TRL's way: faster, less exact; docs/performance.md). The same thing
-    when `train.autocast` is off."""
+    when `train.autocast` is off. source: the reference model when it is not the one training
+    starts from (a model source or a run's final/ directory, in model.dtype; frozen_copy only),
+    e.g. the original model in a later round of `prefalign loop`; null: model.source with
+    model.adapter merged."""
 
     strategy: Strategy = "frozen_copy"
     cache: str | None = None
     precision: Literal["full", "policy"] = "full"
+    source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -301,30 +305,41 @@ class Config:
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
     """Read YAML (or start from defaults when `path` is None), apply `section.key=value` overrides
     (values parsed as YAML: `lr=1e-5`, `target_modules=[q_proj,v_proj]`), and validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(f"{path}: cannot read the config file: {error}") from None
-        loaded = _parse_yaml(text, str(path))
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of sections")
-        raw = loaded or {}
+    raw = read_yaml_mapping(path) if path is not None else {}
     for item in overrides:
-        _apply_override(raw, item)
+        apply_override(raw, item)
     where = str(path) if path is not None else "config"
     return config_from_dict(raw, where)
 
 
 def config_from_dict(raw: Mapping[str, Any], where: str = "config") -> Config:
     """Build a Config from nested dicts; unknown keys raise ConfigError with the closest name."""
+    return build_dataclass(Config, raw, where)
+
+
+def build_dataclass(cls: type, raw: Any, where: str = "config") -> Any:
+    """A frozen dataclass `cls` from nested dicts, checked as a run config is (unknown keys
+    named with the closest valid one, values against their annotations); also for configs
+    other than a run's, such as `prefalign loop`'s. Errors are ConfigErrors after `where: `."""
     try:
-        return _build(Config, raw, "")
+        return _build(cls, raw, "")
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}: {error}") from error
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """The top-level mapping of a YAML config file; ConfigError for a missing, unreadable or
+    invalid file, or one whose top level is not a mapping."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the config file: {error}") from None
+    loaded = _parse_yaml(text, str(path))
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return loaded or {}
 
 
 def _parse_yaml(text: str, where: str) -> Any:
@@ -334,8 +349,9 @@ def _parse_yaml(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: not valid YAML: {error}") from None
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> None:
-    """`section.key=value`, or deeper into a mapping field: `loss.params.beta=0.5`."""
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """`section.key=value` set in the nested dict `raw` (deeper into a mapping field:
+    `loss.params.beta=0.5`), the value parsed as YAML."""
     key, sep, value = item.partition("=")
     parts = key.strip().split(".")
     if not sep or len(parts) < 2 or not all(parts):
@@ -483,6 +499,10 @@ def _check_reference(config: Config) -> None:
     if strategy == "adapter_off" and not config.lora.enabled:
         raise ConfigError("reference.strategy: adapter_off needs lora.enabled: true "
                           "(or choose frozen_copy / precomputed)")
+    if config.reference.source is not None and strategy != "frozen_copy":
+        raise ConfigError(f"reference.source: a reference other than the starting model is "
+                          f"held as a frozen copy; set reference.strategy: frozen_copy (got "
+                          f"{strategy})")
 
 
 def _check_grpo(grpo: GrpoSection) -> None:

@@ -20,6 +20,7 @@ from prefalign.cli import eval as eval_commands
 from prefalign.cli import export as export_commands
 from prefalign.cli import generate as generate_commands
 from prefalign.cli import grpo as grpo_commands
+from prefalign.cli import loop as loop_commands
 from prefalign.cli import pairs as pairs_commands
 from prefalign.cli import probe as probe_commands
 from prefalign.cli import rm as rm_commands
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_commands.register(commands)
     pairs_commands.register(commands)
     distill_commands.register(commands)
+    loop_commands.register(commands)
     generate_commands.register(commands)
     chat_commands.register(commands)
     return parser

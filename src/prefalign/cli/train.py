@@ -115,8 +115,12 @@ _ConfigDumper.add_representer(
 
 def config_yaml(config: Config) -> str:
     """The resolved config as YAML, in field order; `load_config` reads it back unchanged."""
-    return yaml.dump(config.to_dict(), Dumper=_ConfigDumper, sort_keys=False,
-                     default_flow_style=False)
+    return config_yaml_dict(config.to_dict())
+
+
+def config_yaml_dict(raw: dict) -> str:
+    """A config's plain dict as YAML: sections as blocks, lists inline, in field order."""
+    return yaml.dump(raw, Dumper=_ConfigDumper, sort_keys=False, default_flow_style=False)
 
 
 def _exit_code(result: RunResult) -> int:

@@ -10,6 +10,8 @@ def reference_description(run: RunFiles, override: str | None = None) -> dict[st
     """What eval.json records about the reference."""
     if override is not None:
         return {"source": override, "note": "given with --reference"}
+    if run.config.reference.source is not None:
+        return {"source": run.config.reference.source, "note": "the run's reference.source"}
     model = run.config.model
     note = "the base weights the run started from"
     if model.adapter is not None:

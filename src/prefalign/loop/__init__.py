@@ -1,3 +1,3 @@
-"""The feedback loop's data steps: judged samples become preference pairs or SFT rows
-(`pairs build`), and safety context distillation (`distill-context`), each with provenance and
-a lineage record."""
+"""The feedback loop: judged samples become preference pairs or SFT rows (`pairs build`), safety
+context distillation (`distill-context`), each with provenance and a lineage record, and K
+rounds of generate → judge → pairs → DPO → evaluate (`prefalign loop`, loop.rounds)."""

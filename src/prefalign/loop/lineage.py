@@ -80,9 +80,10 @@ def file_parent(path: str | Path, role: str, manifest: Mapping[str, Any] | None 
 
 def lineage_record(*, kind: str, fingerprint: str, parents: list[dict], judges: dict,
                    settings: Mapping[str, Any], counts: Mapping[str, int], round_: int,
-                   output: str | Path) -> dict[str, Any]:
-    """The lineage record of `output` (kind: preference_pairs | sft_conversations)."""
-    return {
+                   output: str | Path, scores: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The lineage record of `output` (kind: preference_pairs | sft_conversations); `scores`:
+    the judges' mean scores, where the caller has them."""
+    record = {
         "lineage_version": LINEAGE_VERSION,
         "kind": kind,
         "output": str(output),
@@ -95,6 +96,9 @@ def lineage_record(*, kind: str, fingerprint: str, parents: list[dict], judges: 
         "created_at": utc_now(),
         "prefalign": __version__,
     }
+    if scores is not None:
+        record["scores"] = dict(scores)
+    return record
 
 
 def write_lineage(output: str | Path, record: Mapping[str, Any]) -> Path:

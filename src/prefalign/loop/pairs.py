@@ -50,6 +50,7 @@ class BuildReport:
     fingerprint: str
     counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    scores: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,12 +81,24 @@ def build_pairs(samples_path: str | Path, panel: Panel, output: str | Path, *,
         parents.append(file_parent(prompts_path, "prompts"))
     kind = "sft_conversations" if options.strategy == "best" else "preference_pairs"
     output_fingerprint = fingerprint(items)
+    scores = score_means(scored.verdicts)
     record = lineage_record(kind=kind, fingerprint=output_fingerprint, parents=parents,
                             judges=panel.describe(), settings=asdict(options),
-                            counts=dict(counts), round_=options.round, output=output)
+                            counts=dict(counts), round_=options.round, output=output,
+                            scores=scores)
     lineage = write_outputs(output, rows, record)
     return BuildReport(Path(output), lineage, output_fingerprint, dict(counts),
-                       _prompt_file_warnings(parents))
+                       _prompt_file_warnings(parents), scores)
+
+
+def score_means(verdicts: Verdicts) -> dict[str, Any]:
+    """The mean score over every judged completion: combined (those the piecewise rule kept)
+    and per judge; None where nothing was scored."""
+    kept = [score for score in verdicts.combined if score is not None]
+    return {"combined_mean": sum(kept) / len(kept) if kept else None,
+            "by_judge_mean": {judge: sum(values) / len(values) if values else None
+                              for judge, values in verdicts.by_judge.items()},
+            "scored": len(verdicts.combined)}
 
 
 def _score(samples: SampleSet, panel: Panel) -> _Scored:

@@ -30,6 +30,8 @@ MISSING_MODEL = "/nonexistent/model"  # loading it would fail: the errors come b
     ({"grpo": {"prompts": "/nonexistent/prompts.jsonl"}}, r"grpo\.prompts: .*no such"),
     ({"loss": {"name": "ipo"}}, r"loss: grpo does not use"),
     ({"data": {"max_length": 64}}, r"data: grpo does not use"),
+    ({"reference": {"source": "/some/model"}, "grpo": {"beta": 0.04}},
+     r"reference\.source: grpo's KL reference is the model it starts from"),
 ])
 def test_bad_config_fails_before_the_model_loads(tmp_path, sections, message):
     with pytest.raises(ConfigError, match=message):

@@ -2,7 +2,7 @@
 trained policy.
 
 The reference is what the run started from (base weights plus any starting adapter, as in
-training), unless the caller names another model. The policy is the run's `final/` directory,
+training) or the run's `reference.source`, unless the caller names another model. The policy is the run's `final/` directory,
 loaded with `from_pretrained` from safetensors only. Evaluation, probes and judges that read a
 run (a DPO run's implicit reward) all load it through here.
 """
@@ -52,11 +52,13 @@ def read_run(run_dir: str | Path) -> RunFiles:
 
 
 def load_reference(run: RunFiles, override: str | None = None) -> nn.Module:
-    """The run's reference model, or the model `override` names (alias, HF directory, GGUF)
-    in the run's dtype, with no adapter. Eval mode, no gradients."""
+    """The run's reference model (its `reference.source` when it names one), or the model
+    `override` names (alias, HF directory, GGUF) in the run's dtype, with no adapter. Eval
+    mode, no gradients."""
     model = run.config.model
-    if override is not None:
-        model = replace(model, source=override, adapter=None)
+    source = override if override is not None else run.config.reference.source
+    if source is not None:
+        model = replace(model, source=source, adapter=None)
     return load_reference_model(model)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -24,7 +25,7 @@ from prefalign.data.collate import collate_pairs
 from prefalign.engine.forward.gather import eval_mode, logps_to_cpu, scatter_logps
 from prefalign.engine.forward.precision import forward_precision, reference_autocast
 from prefalign.engine.forward.select import build_scorer
-from prefalign.engine.models.load import load_reference_model
+from prefalign.engine.models.load import load_reference_model, weight_hash
 from prefalign.losses import PairLogps
 from prefalign.trainers.loop.refcache import CachePlan, plan_cache, read_cache, write_cache
 
@@ -145,14 +146,24 @@ def build_reference(
     if strategy == "none":
         return Reference()
     if strategy == "frozen_copy":
-        model = load_reference_model(config.model, expected_hash=loaded.weight_hash)
-        details = {"weight_hash": loaded.weight_hash, "adapter_merged": loaded.adapter}
+        model, details = _frozen_model(config, loaded)
         return FrozenCopyReference(model, config.train, details, reference_autocast(config))
     if strategy == "adapter_off":
         return _adapter_off(loaded, scorer, reference_autocast(config))
     if strategy == "precomputed":
         return build_precomputed(config, loaded, splits, accelerator)
     raise ValueError(f"reference.strategy: unknown strategy {strategy!r}")
+
+
+def _frozen_model(config: Config, loaded: LoadedModel) -> tuple[nn.Module, dict[str, Any]]:
+    """The starting model read again (its base weights checked against the policy's), or the
+    model `reference.source` names."""
+    source = config.reference.source
+    if source is None:
+        model = load_reference_model(config.model, expected_hash=loaded.weight_hash)
+        return model, {"weight_hash": loaded.weight_hash, "adapter_merged": loaded.adapter}
+    model = load_reference_model(replace(config.model, source=source, adapter=None))
+    return model, {"source": source, "weight_hash": weight_hash(model)}
 
 
 def _adapter_off(

@@ -39,6 +39,9 @@ def check_grpo_config(config: Config) -> None:
     if config.reference.cache is not None:
         raise ConfigError("reference.cache: grpo scores its reference on fresh samples; "
                           "remove it")
+    if config.reference.source is not None:
+        raise ConfigError("reference.source: grpo's KL reference is the model it starts "
+                          "from; remove it")
     mu = grpo.mu
     if train.save_every % mu:
         raise ConfigError(f"train.save_every: must be a multiple of grpo.mu ({mu}), so that "
