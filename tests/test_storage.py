@@ -8,6 +8,7 @@ import os
 import stat
 
 import pytest
+import safetensors
 import torch
 from safetensors.torch import save_file
 
@@ -23,6 +24,9 @@ def _is_dev_full() -> bool:
 
 
 needs_dev_full = pytest.mark.skipif(not _is_dev_full(), reason="needs the /dev/full device")
+# From 0.8, safetensors' save_file writes a temporary file beside the target and renames it over
+# the target: given /dev/full it would replace the device node with a regular file.
+SAVES_BY_RENAME = tuple(int(part) for part in safetensors.__version__.split(".")[:2]) >= (0, 8)
 
 
 def test_bytes_are_shown_exactly_and_in_binary_units():
@@ -40,6 +44,7 @@ def test_an_enospc_names_the_path_and_the_bytes_it_needed(tmp_path):
 
 
 @needs_dev_full
+@pytest.mark.skipif(SAVES_BY_RENAME, reason="safetensors >= 0.8 would rename its file over /dev/full")
 def test_safetensors_own_error_for_a_full_disk_is_recognised():
     with pytest.raises(Exception) as raised:
         save_file({"a": torch.zeros(4096)}, "/dev/full")
@@ -50,9 +55,11 @@ def test_safetensors_own_error_for_a_full_disk_is_recognised():
 
 @needs_dev_full
 def test_torch_s_writer_error_is_recognised_by_the_oserror_in_its_context():
-    """torch.save reports a failed write as RuntimeError("... unexpected pos ..."); written
-    through a Python file, the OSError with its errno stays in the exception's context."""
-    with pytest.raises(RuntimeError) as raised, open("/dev/full", "wb") as handle:
+    """torch.save reports a failed write as RuntimeError("... unexpected pos ...") or as the
+    OSError itself, depending on where the write fails; written through a Python file, the
+    OSError with its errno is the error or stays in its context."""
+    with pytest.raises((RuntimeError, OSError)) as raised, \
+            open("/dev/full", "wb", buffering=0) as handle:
         torch.save({"a": torch.zeros(4096)}, handle)
     found = storage_error(raised.value, "optimizer.pt")
     assert found is not None and found.disk_full
