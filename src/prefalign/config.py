@@ -299,7 +299,7 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists), as recorded in the manifest."""
-        return _plain(dataclasses.asdict(self))
+        return plain_data(dataclasses.asdict(self))
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
@@ -536,9 +536,10 @@ def _needs_reference(loss_name: str) -> bool:
     return LOSSES[loss_name].needs_reference
 
 
-def _plain(value: Any) -> Any:
+def plain_data(value: Any) -> Any:
+    """Mappings as dicts and sequences as lists, all the way down (YAML/JSON-ready)."""
     if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_data(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain_data(v) for v in value]
     return value

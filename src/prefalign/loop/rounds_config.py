@@ -22,6 +22,7 @@ from prefalign.config import (
     apply_override,
     build_dataclass,
     config_from_dict,
+    plain_data,
     read_yaml_mapping,
 )
 from prefalign.engine.sampling.settings import DecodeSettings
@@ -132,7 +133,7 @@ class LoopConfig:
         return Path(self.output_dir) / self.name
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return plain_data(asdict(self))
 
 
 def load_loop_config(source: str | Path | Mapping[str, Any] | None,
@@ -247,11 +248,3 @@ def _merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any
         else:
             merged[key] = copy.deepcopy(value)
     return merged
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
