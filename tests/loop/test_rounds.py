@@ -62,6 +62,8 @@ def test_two_rounds_write_every_round_and_the_table(finished, model_dir):
         assert row["train"] == {"outcome": "completed", "steps": 1}
         assert row["eval"]["harmful_refusal"]["n"] == 2
         assert row["eval"]["heldout_accuracy"] is not None
+        assert set(row["seconds"]) == {"samples", "pairs", "train", "eval"}
+        assert all(seconds >= 0 for seconds in row["seconds"].values())
     table = (loop_dir / "rounds.md").read_text()
     assert "| 0 (original) |" in table and "| 2 | " in table
 

@@ -95,7 +95,15 @@ def test_the_table_shows_missing_stages_as_dashes():
             {"round": 1, "counts": {"written": 3, "tie": 1}, "judge_mean": 0.5, "eval": None}]
     table = render_table(rows)
     assert "| 0 (original) | — | — | — | 25.0% [10.0–50.0%] (n=8) | — |" in table
-    assert "| 1 | 3 | 1 | 0.50 | — | — | — | — | — |" in table
+    assert "| 1 | 3 | 1 | 0.50 | — | — | — | — | — | — |" in table
+
+
+def test_the_table_gives_a_rounds_minutes_with_its_evaluation_apart():
+    rows = [{"round": 1, "counts": {}, "eval": None,
+             "seconds": {"samples": 300.0, "pairs": 6.0, "train": 294.0, "eval": 90.0}},
+            {"round": 2, "counts": {}, "eval": None, "seconds": {"samples": 120.0}}]
+    lines = render_table(rows).splitlines()
+    assert lines[4].endswith("| 10.0 (1.5) |") and lines[5].endswith("| 2.0 |")
 
 
 def test_a_missing_model_or_prompt_file_is_named_before_anything_is_written(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -95,7 +96,9 @@ def run_loop(config: LoopConfig, *, resume: bool = False, on_stage: StageHook | 
             if (stage == "eval" and config.eval is None) or state.done(round_, stage):
                 continue
             _say(f"round {round_}/{config.rounds}: {stage}")
+            started = time.perf_counter()
             outputs, details = _STAGES[stage](loop, round_)
+            details["seconds"] = round(time.perf_counter() - started, 1)  # this try's time
             state.finish(round_, stage, outputs, details)
             write_table(loop_dir, config.rounds)
             if on_stage is not None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from prefalign.atomic import write_json_atomic, write_text_atomic
 from prefalign.eval.formatting import fmt_count, fmt_num, fmt_rate
+from prefalign.loop.rounds_state import STATE
 
 ROUNDS_JSON = "rounds.json"
 ROUNDS_MD = "rounds.md"
@@ -22,8 +23,11 @@ _COUNTS = ("prompts", "samples", "written", "tie", "too_few", "empty", "unsafe_d
            "identical", "duplicates")
 
 
-def round_row(round_dir: Path, round_: int) -> dict[str, Any]:
-    """Round `round_`'s figures from the files under `round_dir` (None where absent)."""
+def round_row(round_dir: Path, round_: int,
+              stages: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Round `round_`'s figures from the files under `round_dir` (None where absent), with
+    each finished stage's wall seconds from its `stages` record in state.json (the last try's,
+    when a stage was resumed)."""
     lineage = _read(round_dir / "pairs.jsonl.lineage.json")
     counts = {name: (lineage or {}).get("counts", {}).get(name, 0 if lineage else None)
               for name in _COUNTS}
@@ -41,6 +45,8 @@ def round_row(round_dir: Path, round_: int) -> dict[str, Any]:
         "judge_means": scores.get("by_judge_mean"),
         "train": {"outcome": run.get("outcome"), "steps": run.get("steps")},
         "eval": eval_headline(results, "policy") if results is not None else None,
+        "seconds": {stage: record["seconds"] for stage, record in (stages or {}).items()
+                    if isinstance(record, Mapping) and "seconds" in record},
     }
 
 
@@ -79,8 +85,9 @@ def write_table(loop_dir: Path, rounds: int) -> list[dict[str, Any]]:
     """Write rounds.json and rounds.md for rounds 1..`rounds`; returns rounds.json's rows."""
     first = loop_dir / "round-1"
     original = original_row(first)
+    stages = (_read(loop_dir / STATE) or {}).get("stages", {})
     rows = ([original] if original is not None else []) + [
-        round_row(loop_dir / f"round-{r}", r) for r in range(1, rounds + 1)]
+        round_row(loop_dir / f"round-{r}", r, stages.get(str(r))) for r in range(1, rounds + 1)]
     write_json_atomic({"rounds": rows}, loop_dir / ROUNDS_JSON)
     write_text_atomic(render_table(rows), loop_dir / ROUNDS_MD)
     return rows
@@ -89,7 +96,8 @@ def write_table(loop_dir: Path, rounds: int) -> list[dict[str, Any]]:
 def render_table(rows: list[dict[str, Any]]) -> str:
     """rounds.md: one line per row, refusal rates with their 95% CIs."""
     header = ("round", "pairs", "ties", "judge mean", "harmful refusal",
-              "benign over-refusal", "held-out accuracy", "helpful-base perplexity", "KL")
+              "benign over-refusal", "held-out accuracy", "helpful-base perplexity", "KL",
+              "minutes: round (eval)")
     lines = ["# prefalign loop: rounds", "",
              "| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
     for row in rows:
@@ -100,11 +108,22 @@ def render_table(rows: list[dict[str, Any]]) -> str:
                  fmt_num(row.get("judge_mean")), fmt_rate(headline.get("harmful_refusal")),
                  fmt_rate(headline.get("benign_over_refusal")),
                  fmt_num(headline.get("heldout_accuracy")),
-                 fmt_num(headline.get("helpful_perplexity")), fmt_num(headline.get("kl")))
+                 fmt_num(headline.get("helpful_perplexity")), fmt_num(headline.get("kl")),
+                 _minutes(row.get("seconds")))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Refusal rates: the evaluation's refusal classifier, 95% Wilson intervals. "
-              "Row 0 is the original model as round 1's evaluation measured it."]
+              "Row 0 is the original model as round 1's evaluation measured it. Minutes: "
+              "sampling, judging and training (the evaluation apart), each stage's last try."]
     return "\n".join(lines) + "\n"
+
+
+def _minutes(seconds: Mapping[str, float] | None) -> str:
+    """"12.3 (4.5)": the round's stages but its evaluation, then the evaluation, in minutes."""
+    if not seconds:
+        return "—"
+    work = sum(value for stage, value in seconds.items() if stage != "eval")
+    evaluation = f" ({seconds['eval'] / 60:.1f})" if "eval" in seconds else ""
+    return f"{work / 60:.1f}{evaluation}"
 
 
 def _read(path: Path) -> dict[str, Any] | None:
