@@ -8,6 +8,7 @@ import ipaddress
 import json
 import socket
 import sys
+import time
 
 import pytest
 
@@ -135,6 +136,9 @@ def test_a_resumed_run_continues_the_same_tracker_runs(tmp_path, model_dir, offl
     ids = json.loads((first.run_dir / TRACKERS_FILE).read_text())
     longer = tiny_config(tmp_path, model_dir, train={"max_steps": 4, "report_to": trackers},
                          **sections)
+    # wandb names an offline part by its start time to the second (offline-run-DATE_HHMMSS-ID):
+    # a resume starting within the same second as the first part would share its directory.
+    time.sleep(1.1)
     result = train(longer, resume=True)
     assert json.loads((result.run_dir / TRACKERS_FILE).read_text()) == ids
     client = MlflowClient(tracking_uri=offline["mlruns"].as_uri())
