@@ -1,6 +1,7 @@
 """The loop's headline table, LOOPDIR/rounds.json and rounds.md, read from the rounds' own files
-(the pairs' lineage records, the samples' manifests, the runs' manifests, eval.json), so it is
-the same however often the loop stopped and resumed.
+(the pairs' lineage records, the samples' manifests, the runs' manifests, eval.json), so its
+figures are the same however often the loop stopped and resumed. The stage times alone come
+from state.json, and count a resumed stage's last try only.
 
 Row 0 is the original model, as round 1's evaluation measured it (its reference side); row R
 is round R's policy. A stage not yet run leaves its cells empty (None, "—" in rounds.md).
@@ -46,7 +47,7 @@ def round_row(round_dir: Path, round_: int,
         "train": {"outcome": run.get("outcome"), "steps": run.get("steps")},
         "eval": eval_headline(results, "policy") if results is not None else None,
         "seconds": {stage: record["seconds"] for stage, record in (stages or {}).items()
-                    if isinstance(record, Mapping) and "seconds" in record},
+                    if "seconds" in record},  # state files before stage times have none
     }
 
 
