@@ -47,17 +47,28 @@ def test_the_tone_recipe_is_lora_dpo_on_the_bundled_tone_set():
 
 def test_the_grpo_safety_recipe_resolves_its_prompts_and_judges():
     """Everything `prefalign grpo` checks before a model loads: the bundled prompt files (both
-    kinds in each), the refusal judge finding every prompt's kind, μ against the schedule."""
+    kinds in each), the refusal judge finding every prompt's kind, μ against the schedule. Its
+    reward models are the runs configs/rm-safety.yaml and configs/rm-helpful.yaml write, each
+    scoped to the kind it prefers the right reply for (stood in for by the refusal judge here:
+    tests/trainers/test_shipped_configs_train.py trains the recipe with tiny reward models)."""
     from prefalign.trainers.grpo.method import GrpoMethod
 
     config = load_config(REPO / "configs" / "grpo-safety.yaml")
     assert config.lora.enabled and config.reference.strategy == "adapter_off"
     assert config.model.source == "smollm2-135m-instruct" and config.grpo.beta > 0
-    method = GrpoMethod(config)
+    runs = {name: load_config(REPO / "configs" / f"{name}.yaml").run
+            for name in ("rm-safety", "rm-helpful")}
+    assert config.grpo.harmful_judges == (f"rm:{runs['rm-safety'].output_dir}/rm-safety",)
+    assert config.grpo.benign_judges == (f"rm:{runs['rm-helpful'].output_dir}/rm-helpful",)
+    assert runs["rm-safety"].name == "rm-safety" and runs["rm-helpful"].name == "rm-helpful"
+    method = GrpoMethod(load_config(REPO / "configs" / "grpo-safety.yaml",
+                                    ["grpo.harmful_judges=[refusal]",
+                                     "grpo.benign_judges=[refusal]"]))
     for rows in method.prompt_rows.values():
         kinds = {row.columns["kind"] for row in rows}
         assert kinds == {"harmful", "benign"}
-    assert [entry.judge.id for entry in method.panel.judges] == ["refusal"]
+    assert [entry.judge.id for entry in method.panel.judges] == [
+        "refusal", "refusal[harmful]", "refusal[benign]"]
 
 
 def _script():

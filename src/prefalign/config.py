@@ -164,7 +164,9 @@ class GrpoSection:
     coefficient (0: no reference is held); estimator: grpo (group-normalised advantages, scaled
     by `scale`: group | batch | none) or rloo (leave-one-out baseline, unscaled);
     normalisation: grpo | dr_grpo | dapo (how token losses are averaged); max_new_tokens,
-    temperature, top_p, top_k: sampling; judges: `KIND[:TARGET][@WEIGHT]` specs, summed."""
+    temperature, top_p, top_k: sampling; judges: `KIND[:TARGET][@WEIGHT]` specs, summed;
+    harmful_judges / benign_judges: more specs, each scoring only the prompts of that `kind`
+    (0 on the others) and added to the sum."""
 
     prompts: str | None = None
     eval_prompts: str | None = None
@@ -181,6 +183,8 @@ class GrpoSection:
     top_p: float = 1.0
     top_k: int = 0
     judges: tuple[str, ...] = ("refusal",)
+    harmful_judges: tuple[str, ...] = ()
+    benign_judges: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -384,7 +388,7 @@ def _check_grpo(grpo: GrpoSection) -> None:
     if not 0 < grpo.top_p <= 1:
         raise ConfigError(f"grpo.top_p: must be in (0, 1], got {grpo.top_p!r}")
     _positive("grpo.top_k", grpo.top_k, allow_zero=True)
-    if not grpo.judges:
+    if not (grpo.judges or grpo.harmful_judges or grpo.benign_judges):
         raise ConfigError("grpo.judges: give at least one judge (e.g. [refusal])")
 
 

@@ -20,8 +20,8 @@ from run_helpers import conversation_rows, pair_rows, write_pairs
 from tiny_models import tiny_model_dir
 
 # Training configs; configs/loop*.yaml configure `prefalign loop` (tests/test_shipped_configs.py)
-CONFIGS = sorted(path for path in (Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")
-                 if not path.name.startswith("loop"))
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = sorted(path for path in CONFIG_DIR.glob("*.yaml") if not path.name.startswith("loop"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[path.name for path in CONFIGS])
@@ -33,7 +33,9 @@ def test_shipped_config_trains_two_steps(path, tmp_path, tiny_tokenizer, monkeyp
     if path.name.startswith("grpo"):  # GRPO recipes: configs/grpo*.yaml, run by `prefalign grpo`
         prompts = _prompt_file(tmp_path / "prompts.jsonl")
         config = load_config(path, [*common, f"grpo.prompts={prompts}",
-                                    f"grpo.eval_prompts={prompts}"])
+                                    f"grpo.eval_prompts={prompts}",
+                                    *_tiny_reward_models(load_config(path).grpo, common,
+                                                         tmp_path)])
         _assert_trained(train_grpo(config))
         return
     sft = path.name.startswith("sft")  # SFT recipes: configs/sft*.yaml, run by `prefalign sft`
@@ -43,6 +45,25 @@ def test_shipped_config_trains_two_steps(path, tmp_path, tiny_tokenizer, monkeyp
     config = load_config(path, [*common, f"data.train=[{pairs}]", f"data.eval=[{heldout}]"])
     trainer = train_sft if sft else train_rm if path.name.startswith("rm-") else train
     _assert_trained(trainer(config))
+
+
+def _tiny_reward_models(grpo, common: list[str], tmp_path: Path) -> list[str]:
+    """Overrides pointing a recipe's rm: judges at tiny reward models trained here with the
+    recipe's own reward-model configs (configs/rm-NAME.yaml for rm:runs/rm-NAME)."""
+    pairs = write_pairs(tmp_path / "rm-pairs.jsonl", rows=pair_rows(16))
+    overrides = []
+    for key in ("judges", "harmful_judges", "benign_judges"):
+        specs = []
+        for spec in getattr(grpo, key):
+            if spec.startswith("rm:"):
+                target, at, weight = spec.removeprefix("rm:").partition("@")
+                rm_config = load_config(CONFIG_DIR / f"{Path(target).name}.yaml",
+                                        [*common, f"data.train=[{pairs}]",
+                                         f"data.eval=[{pairs}]"])
+                spec = f"rm:{train_rm(rm_config).run_dir}{at}{weight}"
+            specs.append(spec)
+        overrides.append(f"grpo.{key}=[{','.join(specs)}]")
+    return overrides
 
 
 def _assert_trained(result) -> None:

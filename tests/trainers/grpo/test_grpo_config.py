@@ -27,6 +27,13 @@ MISSING_MODEL = "/nonexistent/model"  # loading it would fail: the errors come b
     ({"grpo": {"judges": ["nosuchmodule_xyz:reward"]}}, r"grpo\.judges: .*nosuchmodule_xyz"),
     ({"grpo": {"judges": ["rm:/nonexistent/run"]}}, r"grpo\.judges: .*rm:/nonexistent/run"),
     ({"grpo": {"judges": ["refusal@x"]}}, r"grpo\.judges: .*weight"),
+    ({"grpo": {"harmful_judges": ["rm:/nonexistent/run"]}},
+     r"grpo\.harmful_judges: .*rm:/nonexistent/run"),
+    # every spec is parsed before the first loads: the bad weight, not the missing run
+    ({"grpo": {"judges": ["rm:/nonexistent/run"], "benign_judges": ["refusal@x"]}},
+     r"grpo\.benign_judges: .*weight"),
+    ({"grpo": {"judges": [], "harmful_judges": ["refusal"], "benign_judges": ["refusal"],
+               "group_size": 2}}, None),
     ({"grpo": {"prompts": "/nonexistent/prompts.jsonl"}}, r"grpo\.prompts: .*no such"),
     ({"loss": {"name": "ipo"}}, r"loss: grpo does not use"),
     ({"data": {"max_length": 64}}, r"data: grpo does not use"),
@@ -34,6 +41,9 @@ MISSING_MODEL = "/nonexistent/model"  # loading it would fail: the errors come b
      r"reference\.source: grpo's KL reference is the model it starts from"),
 ])
 def test_bad_config_fails_before_the_model_loads(tmp_path, sections, message):
+    if message is None:  # the same judge scoped to each kind is two judges, not a duplicate
+        GrpoMethod(grpo_config(tmp_path, MISSING_MODEL, **sections))
+        return
     with pytest.raises(ConfigError, match=message):
         GrpoMethod(grpo_config(tmp_path, MISSING_MODEL, **sections))
 
@@ -43,8 +53,12 @@ def test_refusal_judge_needs_every_prompts_kind(tmp_path):
     path.write_text('{"prompt": "hi"}\n', encoding="utf-8")
     config = grpo_config(tmp_path, MISSING_MODEL, grpo={"prompts": str(path),
                                                         "judges": ["refusal"]})
-    with pytest.raises(ConfigError, match=r"grpo\.prompts: the refusal judge needs a `kind`"):
+    with pytest.raises(ConfigError, match=r"grpo\.prompts: the refusal judge .*need a `kind`"):
         GrpoMethod(config)
+    scoped = grpo_config(tmp_path, MISSING_MODEL, grpo={"prompts": str(path), "judges": [],
+                                                        "benign_judges": ["refusal"]})
+    with pytest.raises(ConfigError, match=r"grpo\.prompts: .*kind-scoped judges need"):
+        GrpoMethod(scoped)
 
 
 def test_cli_trains_and_names_a_bad_key(tmp_path, model_dir_cli, capsys):

@@ -64,6 +64,24 @@ def test_tied_groups_are_logged_and_give_no_gradient(tmp_path, model_dir):
         assert line["reward/std"] == 0.0
 
 
+def test_kind_scoped_judges_score_their_kind_only(tmp_path, model_dir):
+    """`constant@2` on benign prompts only: its own column reads 1 over the benign completions
+    (the harmful ones are not its), and the manifest names it with its kind."""
+    judges = judge_file(tmp_path)
+    config = grpo_config(tmp_path, model_dir, train={"max_steps": 3},
+                         grpo={"judges": [f"{judges}:length"],
+                               "benign_judges": [f"{judges}:constant@2"]})
+    result = train_grpo(config)
+    scoped = f"{judges}:constant[benign]"
+    for line in _train_logs(result.run_dir):
+        if f"reward/{scoped}/mean" in line:  # a step with a benign prompt
+            assert line[f"reward/{scoped}/mean"] == 1.0
+            assert line[f"reward/{scoped}/std"] == 0.0
+    assert any(f"reward/{scoped}/mean" in line for line in _train_logs(result.run_dir))
+    ids = [judge["id"] for judge in read_manifest(result.run_dir)["grpo"]["judges"]["judges"]]
+    assert ids == [f"{judges}:length", scoped]
+
+
 @pytest.mark.parametrize("grpo", [{"mu": 2, "normalisation": "dapo"},
                                   {"estimator": "rloo", "normalisation": "dr_grpo"}])
 def test_resume_gives_the_uninterrupted_run(tmp_path, model_dir, grpo):

@@ -3,20 +3,22 @@ checkpoint could split, judges that do not resolve or cannot score the prompts."
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from prefalign.config import (
     Config,
     ConfigError,
     DataSection,
+    GrpoSection,
     LossSection,
     RmSection,
     SftSection,
 )
 from prefalign.engine.sampling.prompts import PromptRow
 from prefalign.judges.base import KIND_COLUMN, KINDS, JudgeError
-from prefalign.judges.combine import Panel
-from prefalign.judges.spec import load_panel
+from prefalign.judges.combine import Panel, WeightedJudge, check_combine
+from prefalign.judges.scoped import KindScopedJudge
+from prefalign.judges.spec import JudgeSpec, load_judge, parse_judge_spec
 
 REFERENCES = ("frozen_copy", "adapter_off")
 
@@ -51,19 +53,47 @@ def check_grpo_config(config: Config) -> None:
                           f"sampled batch serving mu steps")
 
 
-def load_judges(specs: Sequence[str], rows: Mapping[str, list[PromptRow]]) -> Panel:
-    """The judges summed (each resolved now), and a check that the refusal judge finds every
-    prompt's `kind`; ConfigError naming grpo.judges or the prompt file otherwise."""
+def load_judges(grpo: GrpoSection, rows: Mapping[str, list[PromptRow]]) -> Panel:
+    """The judges summed: `grpo.judges` on every prompt, and `grpo.harmful_judges` /
+    `grpo.benign_judges` each on its kind's prompts only. Every spec is parsed, and every
+    prompt's `kind` checked where the refusal judge or a scoped judge needs it, before the
+    first judge loads; ConfigError naming the key or the prompt file otherwise."""
+    specs = [(key, spec, kind) for key, kind in JUDGE_KEYS
+             for spec in _parsed(key, getattr(grpo, key))]
+    ids = [spec.id if kind is None else f"{spec.id}[{kind}]" for _, spec, kind in specs]
     try:
-        panel = load_panel(list(specs))
+        check_combine("sum", ids, None, None)
     except JudgeError as error:
         raise ConfigError(f"grpo.judges: {error}") from None
-    if any(entry.judge.id == "refusal" for entry in panel.judges):
-        for name, split_rows in rows.items():
-            key = "grpo.prompts" if name == "train" else "grpo.eval_prompts"
-            bad = [row for row in split_rows if row.columns.get(KIND_COLUMN) not in KINDS]
-            if bad:
-                raise ConfigError(f"{key}: the refusal judge needs a `{KIND_COLUMN}` column "
-                                  f"(harmful | benign) on every prompt; line {bad[0].line} "
-                                  f"({bad[0].id}) has {bad[0].columns.get(KIND_COLUMN)!r}")
-    return panel
+    if "refusal" in ids or grpo.harmful_judges or grpo.benign_judges:
+        _check_kinds(rows)
+    entries = []
+    for key, spec, kind in specs:
+        try:
+            judge = load_judge(spec)
+        except JudgeError as error:
+            raise ConfigError(f"grpo.{key}: {error}") from None
+        entries.append(WeightedJudge(judge if kind is None else KindScopedJudge(judge, kind),
+                                     spec.weight))
+    return Panel(tuple(entries))
+
+
+JUDGE_KEYS = (("judges", None), ("harmful_judges", "harmful"), ("benign_judges", "benign"))
+
+
+def _parsed(key: str, texts: tuple[str, ...]) -> list[JudgeSpec]:
+    try:
+        return [parse_judge_spec(text) for text in texts]
+    except JudgeError as error:
+        raise ConfigError(f"grpo.{key}: {error}") from None
+
+
+def _check_kinds(rows: Mapping[str, list[PromptRow]]) -> None:
+    for name, split_rows in rows.items():
+        key = "grpo.prompts" if name == "train" else "grpo.eval_prompts"
+        bad = [row for row in split_rows if row.columns.get(KIND_COLUMN) not in KINDS]
+        if bad:
+            raise ConfigError(f"{key}: the refusal judge and kind-scoped judges need a "
+                              f"`{KIND_COLUMN}` column (harmful | benign) on every prompt; "
+                              f"line {bad[0].line} ({bad[0].id}) has "
+                              f"{bad[0].columns.get(KIND_COLUMN)!r}")

@@ -52,7 +52,7 @@ class GrpoMethod(Method):
         self.prompt_rows = {"train": read_prompts(str(grpo.prompts), "grpo.prompts")}
         if grpo.eval_prompts is not None:
             self.prompt_rows["eval"] = read_prompts(grpo.eval_prompts, "grpo.eval_prompts")
-        self.panel = load_judges(grpo.judges, self.prompt_rows)  # before any model loads
+        self.panel = load_judges(grpo, self.prompt_rows)  # before any model loads
         self.reference: TokenReference | None = None
         self._rollout: list[dict[str, Tensor]] = []
         self._run: Run | None = None

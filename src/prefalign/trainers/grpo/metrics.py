@@ -1,6 +1,7 @@
 """What a GRPO step logs, from its completions' columns (every process's, gathered).
 
-Rewards: mean and standard deviation, combined and per judge; groups/tied_fraction: groups
+Rewards: mean and standard deviation, combined and per judge (a kind-scoped judge's over the
+completions of its kind); groups/tied_fraction: groups
 whose G rewards are all equal (no signal: advantages 0); clip_fraction, kl and entropy are
 per-token means over every completion token of the step; entropy is estimated as the mean
 negative log-prob of the sampled tokens under the sampling policy (the full-vocabulary entropy
@@ -24,8 +25,10 @@ def reward_metrics(columns: Columns) -> dict[str, float]:
     for name, values in sorted(columns.items()):
         if name.startswith(JUDGE_PREFIX):
             judge = name.removeprefix(JUDGE_PREFIX)
-            metrics[f"reward/{judge}/mean"] = values.double().mean().item()
-            metrics[f"reward/{judge}/std"] = _std(values.double())
+            scored = values.double()[~values.isnan()]  # a kind-scoped judge: its kind's only
+            if len(scored):
+                metrics[f"reward/{judge}/mean"] = scored.mean().item()
+                metrics[f"reward/{judge}/std"] = _std(scored)
     return metrics
 
 

@@ -9,6 +9,7 @@ exactly what the uninterrupted one did without carrying generator state.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -23,6 +24,7 @@ from prefalign.engine.sampling.decode import sample_prompts
 from prefalign.engine.sampling.settings import DecodeSettings
 from prefalign.engine.sampling.tokens import pad_token_id, stop_token_ids
 from prefalign.judges.base import Completions
+from prefalign.judges.scoped import KindScopedJudge, in_scope
 from prefalign.losses.policy_gradient import group_advantages, rloo_advantages, sequence_weights
 from prefalign.trainers.grpo.prompts import PromptSplit
 
@@ -80,13 +82,20 @@ def judge_groups(panel: Panel, tokenizer: PreTrainedTokenizerBase, split: Prompt
             prompts.append(row.messages)
             texts.append(tokenizer.decode(tokens, skip_special_tokens=True))
             columns.append({**row.columns, "prompt_id": row.id})
-    verdicts = panel.score(Completions(prompts, texts, columns))
+    completions = Completions(prompts, texts, columns)
+    verdicts = panel.score(completions)
     if any(score is None for score in verdicts.combined):
         raise ValueError("grpo: the judges' combination dropped completions (piecewise "
                          "thresholds do not apply to grpo rewards)")
     combined = torch.tensor(verdicts.combined, dtype=torch.float32)  # (N,)
-    return combined, {name: torch.tensor(scores, dtype=torch.float32)
-                      for name, scores in verdicts.by_judge.items()}
+    by_judge = {name: torch.tensor(scores, dtype=torch.float32)
+                for name, scores in verdicts.by_judge.items()}
+    for entry in panel.judges:  # a scoped judge's own column: NaN off its kind (not scored)
+        if isinstance(entry.judge, KindScopedJudge):
+            scored = torch.zeros(len(texts), dtype=torch.bool)
+            scored[in_scope(entry.judge, completions)] = True
+            by_judge[entry.judge.id] = by_judge[entry.judge.id].masked_fill(~scored, math.nan)
+    return combined, by_judge
 
 
 def advantages_of(rewards: Tensor, grpo: GrpoSection) -> Tensor:
