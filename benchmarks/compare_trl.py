@@ -1,8 +1,9 @@
-"""prefalign against TRL 1.16's DPOTrainer, SFTTrainer and RewardTrainer: same model, data, order,
-batch, max length, precision and optimiser steps; examples/s, tokens/s, peak memory, MFU and the
-losses of both, side by side.
+"""prefalign against TRL 1.16's DPOTrainer, SFTTrainer, RewardTrainer and GRPOTrainer: same model,
+data, order, batch, max length, precision and optimiser steps; examples/s, tokens/s, peak memory,
+MFU and the losses of both, side by side.
 
     .venv/bin/python benchmarks/compare_trl.py --steps 10 --out runs/compare-trl.json
+    .venv/bin/python benchmarks/compare_trl.py --configs grpo --steps 8 --out runs/compare-trl-grpo.json
 
 Configurations (--configs): DPO (β --beta, sigmoid loss) against DPOTrainer: full-fp32 (full
 fine-tune, float32), lora-fp32 (LoRA r=16, α=32 on q_proj,v_proj), full-bf16 (bfloat16 autocast
@@ -10,7 +11,8 @@ over float32 weights on both sides: TRL's bf16=True, prefalign's train.autocast=
 reference log-probs stay float32) and full-bf16-policyref (the same, but prefalign's reference
 runs under the same autocast as its policy, reference.precision=policy, as TRL's does);
 sft (`prefalign sft`, full fine-tune, float32) against SFTTrainer; rm (`prefalign rm train`,
-full fine-tune, float32) against RewardTrainer.
+full fine-tune, float32) against RewardTrainer; grpo (`prefalign grpo`, full fine-tune, float32)
+against GRPOTrainer, run only when named (`--configs grpo`; the default is every other one).
 prefalign scores its reference 2 pairs per forward (train.eval_batch_size=2, measured fastest for
 the float32 pass on a 2-core CPU; under autocast, 8 per forward measured ~10% faster, kept at 2 so
 runs compare). Every configuration, both sides: batch --batch-size examples (pairs;
@@ -33,10 +35,25 @@ the 2B of them; prefalign computes each prompt once for both replies. Both rewar
 prefalign's seeded initialisation before training (the table's checks say whether the two
 heads matched), and both losses are the mean over pairs of −log σ(r⁺ − r⁻).
 
+grpo: --batch-size prompts per step (default 4) × --group-size G completions (default 4) of at
+most --max-new-tokens (default 48, the end-of-turn token included), sampled at temperature 1
+without top-p or top-k; the prompts are the first steps × batch-size of --prompts (default
+bundled:grpo-safety-train) in prefalign's seeded order, which TRL follows (RepeatSampler, no
+shuffle) and prefalign's worker checks it sampled. Both sides: β = 0 (no reference), ε = 0.2,
+μ = 1 (num_iterations), advantages (r − mean) / (std + 1e-4) over each group, the unbiased std
+on both sides, Dr. GRPO normalisation (Σ tokens / (N·max-new-tokens), TRL's loss_type="dr_grpo":
+with ρ = 1 GRPO's per-sequence mean makes every loss −mean(A) = 0), and the same reward function,
+compare_trl_reward.kind_aware_reward (TRL's reward_funcs; prefalign's `module:function` judge).
+prefalign runs first; TRL's step 1 samples as usual, then trains on prefalign's step-1
+completion ids instead (where its prompt ids equal prefalign's), so the step-1 loss, mean −log π
+of the sampled tokens and gradient norm compare on identical tokens; later steps sample on each
+side's own random stream. Reported: completions/s over steps 2.. (generation + update) and all
+in (every step), generated tokens/s, peak memory, losses, mean reward per step; no MFU.
+
 --tokens (DPO): `same` feeds TRL prefalign's exact token ids (prompt_ids/chosen_ids/rejected_ids),
 so the losses compare like for like; `native` lets TRL tokenise the conversational pairs itself
 (as a TRL user would; the result names every way its sequences differ); `both` runs both.
-sft and rm always run `same`.
+sft, rm and grpo always run `same`.
 
 Every run is its own process (peak resident memory is per process), TRL and prefalign taking
 turns within each configuration. TRL lives in its own virtual environment (--trl-venv, built on
@@ -64,6 +81,7 @@ import torch
 from compare_trl_common import read_json, write_json
 from compare_trl_data import (
     CONFIGS,
+    DEFAULT_CONFIGS,
     LORA,
     packed_positions,
     pair_lengths,
@@ -72,6 +90,7 @@ from compare_trl_data import (
     tokenization_differences,
     write_trl_rows,
 )
+from compare_trl_grpo import DEFAULT_PROMPTS, format_grpo, prepare, run_grpo, summarize_grpo
 from compare_trl_report import (
     best_peaks,
     format_checks,
@@ -96,18 +115,22 @@ SAME_AS_PREFALIGN = ("transformers", "peft", "accelerate")  # pinned in TRL's ve
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=DEFAULT_CONFIGS)
     parser.add_argument("--steps", type=int, default=10, help="optimiser steps per run")
     parser.add_argument("--model", default="smollm2-135m-instruct",
                         help="alias, .gguf file or local HF directory (default: %(default)s)")
     parser.add_argument("--data", default="bundled:hh-harmless-train")
     parser.add_argument("--out", type=Path, default=Path("runs/compare-trl.json"))
     parser.add_argument("--tokens", choices=("same", "native", "both"), default="both")
-    parser.add_argument("--batch-size", type=int, default=4, help="examples per optimiser step (pairs; sft: conversations)")
+    parser.add_argument("--batch-size", type=int, default=4, help="examples per optimiser step "
+                        "(pairs; sft: conversations; grpo: prompts)")
+    parser.add_argument("--prompts", default=DEFAULT_PROMPTS, help="grpo's prompt file")
+    parser.add_argument("--group-size", type=int, default=4, help="grpo: completions per prompt")
+    parser.add_argument("--max-new-tokens", type=int, default=48, help="grpo: completion cap")
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--lr", type=float, help="learning rate for every config "
-                        "(default: 1e-6 DPO full fine-tunes, 5e-5 LoRA, 1e-5 sft and rm)")
+                        "(default: 1e-6 DPO full fine-tunes and grpo, 5e-5 LoRA, 1e-5 sft and rm)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gradient-checkpointing", action="store_true", help="on both sides")
     parser.add_argument("--prefalign-reference", default="precomputed",
@@ -245,8 +268,9 @@ def summarize_all(entries: list[dict]) -> list[dict]:
     peaks = best_peaks([entry["result"] for entry in entries])
     for entry in entries:
         setup = CONFIGS[entry["config"]]
-        entry["summary"] = summarize(entry["result"], task=setup.task, lora=setup.lora,
-                                     bf16=setup.bf16, peaks=peaks)
+        entry["summary"] = summarize_grpo(entry["result"]) if setup.task == "grpo" else \
+            summarize(entry["result"], task=setup.task, lora=setup.lora, bf16=setup.bf16,
+                      peaks=peaks)
     comparisons = []
     for name in dict.fromkeys(entry["config"] for entry in entries):
         ours = next(e for e in entries if e["config"] == name and e["side"] == "prefalign")
@@ -290,7 +314,11 @@ def machine(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 def prepare_data(args, task: str, model_dir: Path, workdir: Path) -> tuple[Path, Any, dict]:
     """The examples of every step in prefalign's order, written for TRL; their lengths per
-    step; (dpo) the tokenised pairs, for the native-tokenisation comparison."""
+    step; (dpo) the tokenised pairs, for the native-tokenisation comparison; (grpo) the
+    prompts of every step and their token ids (compare_trl_grpo.prepare)."""
+    if task == "grpo":
+        data_file, plan = prepare(args, model_dir, workdir)
+        return data_file, None, plan
     name = next(n for n in args.configs if CONFIGS[n].task == task)
     overrides = overrides_for(args, name, model_dir, workdir / f"plan-{task}")
     data_file = workdir / f"{task}-rows.jsonl"
@@ -325,13 +353,17 @@ def print_report(args, entries, comparisons, tokenization, host: dict[str, Any])
                       for dtype, (low, high) in host["peak_flops_min_max"].items())
     print(f"\n{host['cpu']} (family/model/stepping {host['cpu_family_model_stepping']}), "
           f"{host['usable_cores']} cores; matmul peak GFLOP/s {peaks}")
-    print(f"{args.steps} steps x {args.batch_size} examples (pairs; sft: conversations) per run; "
+    print(f"{args.steps} steps x {args.batch_size} examples (pairs; sft: conversations; grpo: "
+          f"prompts x {args.group_size} completions) per run; "
           "training steps exclude "
           "step 1 (warm-up); all in = every step + any reference pass before step 1\n")
     print(format_table(entries, comparisons))
     print()
     print(format_losses(entries, comparisons))
     print(format_checks(entries))
+    grpo = format_grpo(entries)
+    if grpo:
+        print(grpo)
     if tokenization is not None:
         print(f"\nTRL's own tokenisation against prefalign's ({tokenization['pairs']} pairs): "
               + json.dumps(tokenization["kinds"]))
@@ -350,7 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     entries = []
     for name in args.configs:
         data_file, _, plan = prepared[CONFIGS[name].task]
-        entries += run_config(args, name, model_dir, data_file, workdir, trl_python, plan)
+        if name == "grpo":
+            entries += run_grpo(args, model_dir, data_file, workdir, trl_python, plan, run_worker)
+        else:
+            entries += run_config(args, name, model_dir, data_file, workdir, trl_python, plan)
     tokenized = prepared["dpo"][1] if "dpo" in prepared else None
     comparisons = summarize_all(entries)
     tokenization = native_tokenization(entries, tokenized, args, model_dir)

@@ -43,7 +43,10 @@ def proc_status_mib(field: str) -> float:
 # What each task records beside the loss at every step (the step's means over its examples)
 STEP_VALUES = {"dpo": ("logps_chosen", "logps_rejected"),
                "rm": ("rewards_chosen", "rewards_rejected"),
-               "sft": ("scored_tokens",)}
+               "sft": ("scored_tokens",),
+               # grpo: neg_logp_mean, the mean −log π of the sampled tokens (prefalign's
+               # `entropy`); grad_norm, the norm before clipping
+               "grpo": ("reward_mean", "completion_length_mean", "neg_logp_mean", "grad_norm")}
 
 
 class StepClock:

@@ -29,7 +29,8 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 @dataclass(frozen=True)
 class Setup:
     """One benchmark configuration: the trainer compared (`task`: dpo against DPOTrainer, sft
-    against SFTTrainer, rm against RewardTrainer) and what differs between configurations."""
+    against SFTTrainer, rm against RewardTrainer, grpo against GRPOTrainer) and what differs
+    between configurations."""
 
     lora: bool
     bf16: bool
@@ -45,7 +46,9 @@ CONFIGS = {
     "full-bf16-policyref": Setup(lora=False, bf16=True, lr=1e-6, reference_precision="policy"),
     "sft": Setup(lora=False, bf16=False, lr=1e-5, task="sft"),
     "rm": Setup(lora=False, bf16=False, lr=1e-5, task="rm"),
+    "grpo": Setup(lora=False, bf16=False, lr=1e-6, task="grpo"),  # compare_trl_grpo.py
 }
+DEFAULT_CONFIGS = [name for name in CONFIGS if name != "grpo"]  # grpo: only when named
 LORA = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
 
 

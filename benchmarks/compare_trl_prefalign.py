@@ -1,5 +1,5 @@
-"""prefalign side of compare_trl.py: the real trainer (`train` for dpo, `train_sft`, `train_rm`)
-as is, with a stopwatch.
+"""prefalign side of compare_trl.py: the real trainer (`train` for dpo, `train_sft`, `train_rm`,
+`train_grpo`) as is, with a stopwatch.
 
     .venv/bin/python benchmarks/compare_trl_prefalign.py SPEC.json
 
@@ -8,8 +8,10 @@ without changing what it does: `loop._one_step` (time, loss and the task's step 
 end of every optimiser step: mean log-probs for dpo, mean rewards for rm, scored tokens for
 sft), the method's `load_model` (the model's shape, the same LoRA A matrices as the TRL side, a
 digest of the reward head) and, for dpo, `method.build_reference` (the reference pass: a
-precomputed reference scores every pair here, before step 1). Each wrapper checks that the name
-still exists.
+precomputed reference scores every pair here, before step 1) and, for grpo,
+`rollout.sample_groups` and `GrpoMethod._judge` (the prompts each step sampled, its completions'
+lengths, and step 1's prompt ids, completion ids, rewards and advantages, which the TRL worker
+then trains its step 1 on). Each wrapper checks that the name still exists.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import importlib
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
 from compare_trl_common import (
@@ -46,6 +49,9 @@ TASKS = {
             "SftMethod", ("loss", "tokens")),
     "rm": ("prefalign.trainers.rm.train", "train_rm", "prefalign.trainers.rm.method", "RmMethod",
            ("loss", "rewards/chosen", "rewards/rejected")),
+    "grpo": ("prefalign.trainers.grpo.train", "train_grpo", "prefalign.trainers.grpo.method",
+             "GrpoMethod", ("loss", "reward/mean", "completions/length_mean", "entropy",
+                            "grad_norm")),
 }
 
 
@@ -92,6 +98,43 @@ def instrument(spec: dict[str, Any], clock: StepClock, seen: dict[str, Any]) -> 
     wrap(getattr(method_module, method_class_name), "load_model", load_model)
     if spec["task"] == "dpo":
         wrap(method_module, "build_reference", build_reference)
+    if spec["task"] == "grpo":
+        instrument_grpo(getattr(method_module, method_class_name), seen)
+
+
+def instrument_grpo(method_class: type, seen: dict[str, Any]) -> None:
+    """Record every training batch's sampled prompt positions and completion lengths, and
+    batch 0's prompt ids, completion ids, rewards and advantages (`seen["step1"]`)."""
+    from prefalign.trainers.grpo import rollout
+
+    seen.update(sampled_positions=[], completion_lengths=[])
+
+    def sample_groups(original):
+        def recorded(model, tokenizer, split, positions, settings):
+            groups = original(model, tokenizer, split, positions, settings)
+            if split.name == "train":
+                seen["sampled_positions"].append(list(positions))
+                seen["completion_lengths"].append([len(t) for g in groups for t in g.completions])
+                if "step1" not in seen:
+                    seen["step1"] = {
+                        "prompt_ids": [list(split.token_ids[g.position]) for g in groups],
+                        "prompt_keys": [split.rows[g.position].id for g in groups],
+                        "completions": [[list(t) for t in g.completions] for g in groups]}
+            return groups
+        return recorded
+
+    def judge(original):
+        def recorded(self, run, split, groups):
+            per_row = original(self, run, split, groups)
+            step1 = seen.get("step1")
+            if split.name == "train" and step1 is not None and "rewards" not in step1:
+                step1["rewards"] = per_row["rewards"].tolist()
+                step1["advantages"] = per_row["advantages"].tolist()
+            return per_row
+        return recorded
+
+    wrap(rollout, "sample_groups", sample_groups)
+    wrap(method_class, "_judge", judge)
 
 
 def run(spec: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +157,8 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["task"] == "dpo":
         effective.update(reference_strategy=config.reference.strategy,
                          reference_precision=config.reference.precision)
+    if spec["task"] == "grpo":
+        effective.update({f"grpo_{key}": value for key, value in asdict(config.grpo).items()})
     return {**clock.results(), **seen, "peak_flops": peaks, "effective": effective,
             **threads_and_versions("torch", "transformers", "prefalign", "peft", "accelerate")}
 

@@ -30,7 +30,8 @@ from compare_trl_common import STEP_VALUES
 
 LOSSES_SHOWN = 10
 STEP_VALUE_WORDS = {"dpo": "mean log-probs (nats)", "rm": "mean rewards",
-                    "sft": "scored tokens"}
+                    "sft": "scored tokens",
+                    "grpo": "mean reward, completion length, −log π and grad norm"}
 
 
 def pair_flops(prompt: int, chosen: int, rejected: int, shape: dict[str, int],
@@ -154,15 +155,20 @@ def format_table(entries: list[dict[str, Any]], comparisons: list[dict[str, Any]
                            f"{s['train_examples_per_s']:.4f}",
                            f"{s['all_in_examples_per_s']:.4f}",
                            f"{s['tokens_per_s']:.1f}", f"{s['peak_rss_mib']:.0f}",
-                           f"{s['mfu']:.1%}", f"{s['step1_loss']:.6f}"]))
+                           _percent(s["mfu"]), f"{s['step1_loss']:.6f}"]))
     for comparison in comparisons:
         r = comparison["ratios"]
         lines.append(_row([comparison["config"], "ratio", comparison["tokens"],
                            f"{r['train_examples_per_s']:.2f}x",
                            f"{r['all_in_examples_per_s']:.2f}x",
                            f"{r['tokens_per_s']:.2f}x", f"{r['peak_rss']:.2f}x",
-                           f"{r['mfu']:.2f}x", f"rel {r['step1_loss_relative_difference']:.1e}"]))
+                           "-" if math.isnan(r["mfu"]) else f"{r['mfu']:.2f}x",
+                           f"rel {r['step1_loss_relative_difference']:.1e}"]))
     return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1%}"
 
 
 def format_losses(entries: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> str:
