@@ -1,8 +1,8 @@
 """What a GRPO step logs, from its completions' columns (every process's, gathered).
 
 Rewards: mean and standard deviation, combined and per judge (a kind-scoped judge's over the
-completions of its kind); groups/tied_fraction: groups
-whose G rewards are all equal (no signal: advantages 0); clip_fraction, kl and entropy are
+completions of its kind); groups/tied_fraction: groups whose G rewards are all equal (no
+signal: advantages 0); clip_fraction, kl and entropy are
 per-token means over every completion token of the step; entropy is estimated as the mean
 negative log-prob of the sampled tokens under the sampling policy (the full-vocabulary entropy
 would need the logits the scorer never holds); completions/length_mean and
