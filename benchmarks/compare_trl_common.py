@@ -11,6 +11,7 @@ import re
 import resource
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,23 @@ def _score_head(model: torch.nn.Module) -> torch.nn.Module:
         if name.split(".")[-1] == "score" and isinstance(module, torch.nn.Linear):
             return module
     raise ValueError(f"{type(model).__name__} has neither an output projection nor a score head")
+
+
+TRL_MODULES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets")
+
+
+def trl_run_fields(trainer: Any, rows: int, peaks: dict[str, float],
+                   effective: dict[str, Any]) -> dict[str, Any]:
+    """What every TRL worker's result records beside its own measurements: the rows TRL kept
+    after its preparation, the matmul peaks, the model's shape, the settings TRL ran with,
+    threads and package versions."""
+    return {"rows_after_preparation": rows, "peak_flops": peaks,
+            "shape": model_shape(trainer.model), "effective": effective,
+            **threads_and_versions(*TRL_MODULES)}
+
+
+def worker_main(run: Callable[[dict[str, Any]], dict[str, Any]], argv: list[str]) -> int:
+    """A worker's entry point: read the spec JSON named by argv[0], run, write its result."""
+    spec = read_json(argv[0])
+    write_json(spec["result"], run(spec))
+    return 0

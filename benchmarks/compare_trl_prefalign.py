@@ -26,11 +26,10 @@ from compare_trl_common import (
     StepClock,
     machine_peaks,
     model_shape,
-    read_json,
     reset_lora_a,
     tensor_digest,
     threads_and_versions,
-    write_json,
+    worker_main,
 )
 
 
@@ -163,11 +162,5 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
             **threads_and_versions("torch", "transformers", "prefalign", "peft", "accelerate")}
 
 
-def main(argv: list[str]) -> int:
-    spec = read_json(argv[0])
-    write_json(spec["result"], run(spec))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(worker_main(run, sys.argv[1:]))

@@ -122,7 +122,8 @@ def ratios(ours: dict[str, Any], theirs: dict[str, Any]) -> dict[str, Any]:
     shown = min(len(ours["losses"]), len(theirs["losses"]))
     differences = [abs(a - b) for a, b in zip(ours["losses"][:shown], theirs["losses"][:shown],
                                                 strict=True)]
-    relative = [d / abs(b) for d, b in zip(differences, theirs["losses"], strict=False)]
+    relative = [d / abs(b) if b else math.inf if d else 0.0  # a GRPO loss can be exactly 0
+                for d, b in zip(differences, theirs["losses"], strict=False)]
     values = [abs(ours["step1_values"][name] - theirs["step1_values"][name])
               for name in ours["step1_values"] if name in theirs["step1_values"]]
     return {

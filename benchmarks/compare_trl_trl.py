@@ -21,11 +21,9 @@ import torch
 from compare_trl_common import (
     StepClock,
     machine_peaks,
-    model_shape,
-    read_json,
     reset_lora_a,
-    threads_and_versions,
-    write_json,
+    trl_run_fields,
+    worker_main,
 )
 
 TOKEN_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
@@ -189,9 +187,7 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         "computed_positions": [2 * len(step) * max(p + max(c, r) for p, c, r in step)
                                for step in recorder.example_lengths],  # padded (2B, T)
         "order_verified": seen == expected[: len(seen)] and len(seen) == spec["steps"],
-        "rows_after_preparation": len(dataset), "peak_flops": peaks,
-        "shape": model_shape(trainer.model), "effective": effective_settings(trainer),
-        **threads_and_versions("torch", "transformers", "trl", "peft", "accelerate", "datasets"),
+        **trl_run_fields(trainer, len(dataset), peaks, effective_settings(trainer)),
     }
     if spec["tokens"] == "native":
         result["tokenized"] = [{"pair_index": row["pair_index"],
@@ -199,11 +195,5 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def main(argv: list[str]) -> int:
-    spec = read_json(argv[0])
-    write_json(spec["result"], run(spec))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(worker_main(run, sys.argv[1:]))

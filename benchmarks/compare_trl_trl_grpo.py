@@ -30,10 +30,8 @@ import torch
 from compare_trl_common import (
     StepClock,
     machine_peaks,
-    model_shape,
-    read_json,
-    threads_and_versions,
-    write_json,
+    trl_run_fields,
+    worker_main,
 )
 from compare_trl_reward import kind_aware_reward
 
@@ -217,17 +215,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         and len(recorder.prompt_keys) == spec["steps"],
         "prompt_ids_match": recorder.prompt_ids_match, "step1_injected": recorder.injected,
         "step1": {**recorder.step1_seen, "own_completion_lengths": recorder.own_step1_lengths},
-        "rows_after_preparation": len(trainer.train_dataset), "peak_flops": peaks,
-        "shape": model_shape(trainer.model), "effective": effective_settings(trainer),
-        **threads_and_versions("torch", "transformers", "trl", "peft", "accelerate", "datasets"),
+        **trl_run_fields(trainer, len(trainer.train_dataset), peaks, effective_settings(trainer)),
     }
 
 
-def main(argv: list[str]) -> int:
-    spec = read_json(argv[0])
-    write_json(spec["result"], run(spec))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(worker_main(run, sys.argv[1:]))

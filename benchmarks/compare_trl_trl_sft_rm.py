@@ -30,12 +30,10 @@ import torch
 from compare_trl_common import (
     StepClock,
     machine_peaks,
-    model_shape,
-    read_json,
     reward_head_weight,
     tensor_digest,
-    threads_and_versions,
-    write_json,
+    trl_run_fields,
+    worker_main,
 )
 from compare_trl_trl import sequence_hash, step_callback
 
@@ -189,17 +187,9 @@ def run(spec: dict[str, Any]) -> dict[str, Any]:
         **recorder.clock.results(), **extra, "reference_seconds": 0.0,
         "example_lengths": lengths[: len(seen)], "computed_positions": recorder.positions,
         "order_verified": seen == expected[: len(seen)] and len(seen) == spec["steps"],
-        "rows_after_preparation": len(trainer.train_dataset), "peak_flops": peaks,
-        "shape": model_shape(trainer.model), "effective": effective_settings(trainer),
-        **threads_and_versions("torch", "transformers", "trl", "peft", "accelerate", "datasets"),
+        **trl_run_fields(trainer, len(trainer.train_dataset), peaks, effective_settings(trainer)),
     }
 
 
-def main(argv: list[str]) -> int:
-    spec = read_json(argv[0])
-    write_json(spec["result"], run(spec))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(worker_main(run, sys.argv[1:]))
